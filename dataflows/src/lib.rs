@@ -1,0 +1,17 @@
+//! repdist's distribution logic as a timely/differential dataflow, with no I/O and no clock:
+//! time is an input, so every behaviour is testable in virtual time.
+//!
+//! Report events are half-joined against the subscriptions active at each report's time, giving the
+//! delivery set; attempt outcomes fed back in drive retries (delayed in dataflow time), dead letters
+//! and windowed distribution statistics.
+
+pub mod delivery;
+pub mod output;
+pub mod report;
+pub mod retry;
+pub mod stats;
+pub mod subscription;
+pub mod validation;
+
+/// Dataflow time: microseconds since the Unix epoch, as assigned by the host's sequencer.
+pub type Time = u64;

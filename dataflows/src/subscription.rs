@@ -1,0 +1,278 @@
+//! Subscriptions: who wants which reports, on which channels, with which filters.
+
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::DeliveryChannel;
+use crate::report::{ReportDataType, ReportDistribution};
+use crate::validation::{identifier, FieldError, Validate};
+
+/// How a subscription is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubscriptionType {
+    /// Every matching report, as soon as it is published.
+    #[default]
+    RealTime,
+    /// Matching reports collected into a digest per `delivery_preferences.schedule` (cron).
+    Scheduled,
+    /// Only reports that name this subscriber in `routing.target_subscribers`.
+    OnDemand,
+    /// Matching reports whose content or metadata satisfies the subscription's condition.
+    Triggered,
+}
+
+/// Lifecycle of a subscription. Lowercase, as the schema's `status` default (`'active'`) spells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionStatus {
+    #[default]
+    Active,
+    Paused,
+    Cancelled,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Paused => "paused",
+            SubscriptionStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The seed's `ReportSubscription` plus `subscriber_type` and `subscription_type`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportSubscription {
+    pub subscription_id: String,
+    pub subscriber_id: String,
+    #[serde(default = "default_subscriber_type")]
+    pub subscriber_type: String,
+    #[serde(default)]
+    pub subscription_type: SubscriptionType,
+    pub report_types: Vec<ReportDataType>,
+    pub delivery_preferences: DeliveryPreferences,
+    #[serde(default)]
+    pub filters: SubscriptionFilters,
+    #[serde(default)]
+    pub status: SubscriptionStatus,
+}
+
+fn default_subscriber_type() -> String {
+    "USER".to_string()
+}
+
+/// The seed's `DeliveryPreferences`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryPreferences {
+    pub channels: Vec<DeliveryChannel>,
+    /// Cron expression for SCHEDULED subscriptions.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub format_preferences: Vec<String>,
+    #[serde(default)]
+    pub notification_settings: NotificationSettings,
+}
+
+/// Per-channel destinations. A channel listed in `channels` needs its entry here where it has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<DashboardSettings>,
+    /// Settings of channels whose typed form arrives with their sinks, kept verbatim until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<JsonBlob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_push: Option<JsonBlob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<JsonBlob>,
+}
+
+/// An HTTPS (or, for local receivers, HTTP) endpoint and its Standard Webhooks signing secret.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// `whsec_` followed by the base64 of the key bytes. Never logged, never returned by reads.
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    pub to: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {}
+
+/// Any JSON value, held as its compact text so that it can live inside dataflow collections
+/// (which need `Ord` and `Hash`, which `serde_json::Value` lacks).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = Object))]
+pub struct JsonBlob(pub String);
+
+impl Serialize for JsonBlob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value: serde_json::Value = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(JsonBlob(value.to_string()))
+    }
+}
+
+/// Which reports of the subscribed types are wanted. Empty or absent means "no restriction".
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionFilters {
+    #[serde(default)]
+    pub portfolio_ids: Vec<String>,
+    /// Glob over the report's `routing.routing_key`, e.g. `portfolio_001.performance.*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    /// Only reports whose `routing.priority` is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_priority: Option<i32>,
+}
+
+impl ReportSubscription {
+    /// Whether this subscription wants `report` at all (type, filters, targeting, status).
+    /// Channel selection is separate: see [`ReportSubscription::channels_for`].
+    pub fn matches(&self, report: &ReportDistribution) -> bool {
+        if self.status != SubscriptionStatus::Active || !self.report_types.contains(&report.data_type) {
+            return false;
+        }
+        let targets = &report.routing.target_subscribers;
+        if !targets.is_empty() && !targets.iter().any(|t| t == &self.subscriber_id) {
+            return false;
+        }
+        if self.subscription_type == SubscriptionType::OnDemand && targets.is_empty() {
+            return false;
+        }
+        let filters = &self.filters;
+        if !filters.portfolio_ids.is_empty()
+            && !filters.portfolio_ids.iter().any(|p| p == &report.report_data.portfolio_id)
+        {
+            return false;
+        }
+        if let Some(min) = filters.min_priority {
+            if report.routing.priority < min {
+                return false;
+            }
+        }
+        if let Some(glob) = &filters.routing_key {
+            // Validated at subscribe time, so a parse failure here means "matches nothing".
+            match glob::Pattern::new(glob) {
+                Ok(pattern) if pattern.matches(&report.routing.routing_key) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The channels a matching report goes out on: the subscription's, narrowed by the report's
+    /// `routing.delivery_channels` when that is non-empty. Deduplicated, in the subscription's order.
+    pub fn channels_for(&self, report: &ReportDistribution) -> Vec<DeliveryChannel> {
+        let wanted = &report.routing.delivery_channels;
+        let mut out: Vec<DeliveryChannel> = Vec::with_capacity(self.delivery_preferences.channels.len());
+        for channel in &self.delivery_preferences.channels {
+            if (wanted.is_empty() || wanted.contains(channel)) && !out.contains(channel) {
+                out.push(*channel);
+            }
+        }
+        out
+    }
+}
+
+impl Validate for ReportSubscription {
+    fn validate(&self) -> Result<(), FieldError> {
+        identifier("subscription_id", &self.subscription_id)?;
+        identifier("subscriber_id", &self.subscriber_id)?;
+        if self.subscriber_type.is_empty() || self.subscriber_type.len() > 50 {
+            return Err(FieldError::new("subscriber_type", "must be 1 to 50 bytes"));
+        }
+        if self.report_types.is_empty() {
+            return Err(FieldError::new("report_types", "must name at least one report type"));
+        }
+        let prefs = &self.delivery_preferences;
+        if prefs.channels.is_empty() {
+            return Err(FieldError::new("delivery_preferences.channels", "must name at least one channel"));
+        }
+        if self.subscription_type == SubscriptionType::Scheduled && prefs.schedule.is_none() {
+            return Err(FieldError::new("delivery_preferences.schedule", "is required for SCHEDULED subscriptions"));
+        }
+        for channel in &prefs.channels {
+            match channel {
+                DeliveryChannel::ApiWebhook => {
+                    let field = "delivery_preferences.notification_settings.webhook";
+                    let webhook = prefs
+                        .notification_settings
+                        .webhook
+                        .as_ref()
+                        .ok_or_else(|| FieldError::new(field, "is required when channels include API_WEBHOOK"))?;
+                    validate_webhook(webhook)?;
+                }
+                DeliveryChannel::Email => {
+                    let field = "delivery_preferences.notification_settings.email.to";
+                    let email = prefs.notification_settings.email.as_ref();
+                    if email.is_none_or(|e| e.to.is_empty()) {
+                        return Err(FieldError::new(field, "needs at least one recipient when channels include EMAIL"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (i, p) in self.filters.portfolio_ids.iter().enumerate() {
+            identifier(&format!("filters.portfolio_ids[{i}]"), p)?;
+        }
+        if let Some(glob) = &self.filters.routing_key {
+            glob::Pattern::new(glob)
+                .map_err(|e| FieldError::new("filters.routing_key", format!("is not a valid glob: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_webhook(webhook: &WebhookSettings) -> Result<(), FieldError> {
+    let url_field = "delivery_preferences.notification_settings.webhook.url";
+    let lower = webhook.url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| FieldError::new(url_field, "must be an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || webhook.url.chars().any(|c| c.is_whitespace()) {
+        return Err(FieldError::new(url_field, "must name a host"));
+    }
+    let secret_field = "delivery_preferences.notification_settings.webhook.secret";
+    let key = webhook
+        .secret
+        .strip_prefix("whsec_")
+        .ok_or_else(|| FieldError::new(secret_field, "must start with whsec_"))?;
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(bytes) if bytes.len() >= 16 => Ok(()),
+        _ => Err(FieldError::new(secret_field, "must be whsec_ followed by the base64 of at least 16 bytes")),
+    }
+}

@@ -1,0 +1,1 @@
+//! repdist service

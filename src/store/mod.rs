@@ -1,0 +1,223 @@
+//! Durable state behind one trait: the embedded SQLite store today, PostgreSQL later, same tests.
+//!
+//! The runtime's core loop is the only writer: each turn it hands one [`WriteBatch`] to
+//! [`Store::apply`], which commits it in one transaction (group commit). Reads may come from anywhere.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dataflows::delivery::{DeliveryChannel, DeliveryState, DeliveryTask};
+use dataflows::report::ReportDistribution;
+use dataflows::stats::{StatsKey, StatsRow};
+use dataflows::subscription::ReportSubscription;
+use dataflows::Time;
+use serde::Serialize;
+
+/// Failures of the storage layer. Callers treat them as "not durable": nothing is acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A report accepted by the sequencer at dataflow time `accepted_at`.
+#[derive(Clone, Debug)]
+pub struct NewReport {
+    pub event: ReportDistribution,
+    pub accepted_at: Time,
+}
+
+/// A subscription version that takes effect at `changed_at` (a cancel or pause is a version too).
+#[derive(Clone, Debug)]
+pub struct SubscriptionChange {
+    pub subscription: ReportSubscription,
+    pub changed_at: Time,
+}
+
+/// The delivery set the dataflow produced for one accepted report.
+#[derive(Clone, Debug)]
+pub struct ExpandedReport {
+    pub event_id: String,
+    pub deliveries: Vec<DeliveryTask>,
+}
+
+/// The end of one attempt (success or failure), as reported by a sink.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub attempt: u32,
+    /// `Delivered` for a success; for a failure the state it leaves (`Pending` until the dataflow
+    /// decides between retry and dead letter).
+    pub state: DeliveryState,
+    pub error: Option<String>,
+    pub finished_at: Time,
+}
+
+/// A retry the dataflow scheduled: `task.attempt` is the attempt that will run at `due`.
+#[derive(Clone, Debug)]
+pub struct RetryRecord {
+    pub task: DeliveryTask,
+    pub due: Time,
+    pub error: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeadLetterRecord {
+    pub task: DeliveryTask,
+    pub reason: String,
+    pub at: Time,
+}
+
+/// Everything one turn of the core loop makes durable, committed atomically by [`Store::apply`].
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    pub reports: Vec<NewReport>,
+    pub subscription_changes: Vec<SubscriptionChange>,
+    pub expanded: Vec<ExpandedReport>,
+    pub attempts: Vec<AttemptRecord>,
+    pub retries: Vec<RetryRecord>,
+    pub dead_letters: Vec<DeadLetterRecord>,
+    /// Dead letters taken back for another round of attempts (attempt counting restarts at 1).
+    pub replays: Vec<ReplayRecord>,
+    /// `None` removes the window row's in-memory counterpart only; stored rows are kept.
+    pub stats: Vec<(StatsKey, Option<StatsRow>)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplayRecord {
+    pub task: DeliveryTask,
+    pub at: Time,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty()
+            && self.subscription_changes.is_empty()
+            && self.expanded.is_empty()
+            && self.attempts.is_empty()
+            && self.retries.is_empty()
+            && self.dead_letters.is_empty()
+            && self.replays.is_empty()
+            && self.stats.is_empty()
+    }
+}
+
+/// What [`Store::apply`] learned while committing.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOutcome {
+    /// Event ids in `reports` that were already stored (a re-sent event): not new work.
+    pub duplicate_events: Vec<String>,
+    /// Delivery ids in `expanded` that already existed (same report id re-published): not dispatched again.
+    pub existing_deliveries: Vec<String>,
+}
+
+/// The seed's `DeliveryStatus`, as stored.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryStatus {
+    pub delivery_id: String,
+    pub subscription_id: String,
+    pub report_id: String,
+    pub channel: DeliveryChannel,
+    pub status: DeliveryState,
+    /// When the delivery reached its current state's last attempt (null before the first attempt).
+    pub delivery_time: Option<DateTime<Utc>>,
+    /// Attempts that failed so far.
+    pub retry_count: u32,
+    pub error_details: Option<String>,
+}
+
+/// A stored subscription with its bookkeeping timestamps.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StoredSubscription {
+    #[serde(flatten)]
+    pub subscription: ReportSubscription,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    pub delivery_id: String,
+    pub subscription_id: String,
+    pub subscriber_id: String,
+    pub report_id: String,
+    pub event_id: String,
+    pub channel: DeliveryChannel,
+    pub reason: String,
+    pub attempts: u32,
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+/// A dashboard notification as stored per subscriber (the DASHBOARD_NOTIFICATION channel's inbox).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Notification {
+    /// The delivery id: one notification per delivery, however often it is attempted.
+    pub notification_id: String,
+    pub subscriber_id: String,
+    pub subscription_id: String,
+    pub report_id: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored `distribution_stats` window.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StoredStats {
+    pub timestamp: DateTime<Utc>,
+    pub report_type: String,
+    pub channel: String,
+    pub deliveries_attempted: u64,
+    pub deliveries_successful: u64,
+    pub deliveries_failed: u64,
+    pub avg_delivery_time_ms: Option<f64>,
+    pub p99_delivery_time_ms: Option<f64>,
+}
+
+/// What a restart must feed back into the dataflow to resume where the last run stopped.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryState {
+    /// Subscription versions still relevant: `(version, valid_from, valid_until)`, where a version
+    /// that is not active (paused, cancelled) is included only as the end of the previous one.
+    pub subscription_versions: Vec<(ReportSubscription, Time, Option<Time>)>,
+    /// Reports accepted but whose delivery set was not yet durable, in acceptance order.
+    pub unexpanded_reports: Vec<NewReport>,
+    /// Deliveries not yet delivered nor dead-lettered, with the time their next attempt is due.
+    pub pending_deliveries: Vec<(DeliveryTask, Time)>,
+    /// The highest dataflow time any stored record carries; the sequencer restarts after it.
+    pub last_time: Time,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits the batch in one transaction; on error nothing of it is durable.
+    async fn apply(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError>;
+
+    async fn subscription(&self, subscription_id: &str) -> Result<Option<StoredSubscription>, StoreError>;
+    /// The subscriber's subscriptions (cancelled ones included, so a client sees its history).
+    async fn subscriptions_of(&self, subscriber_id: &str) -> Result<Vec<StoredSubscription>, StoreError>;
+
+    async fn delivery_status(&self, delivery_id: &str) -> Result<Option<DeliveryStatus>, StoreError>;
+    /// The delivery ids of the report carried by `event_id`, if that event was ever accepted and expanded.
+    async fn deliveries_of_event(&self, event_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// Current dead letters, oldest first, at most `limit`, after the cursor `after` (a delivery id).
+    async fn dead_letters(&self, limit: u32, after: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+    /// The task behind a current dead letter, for replay.
+    async fn dead_letter_task(&self, delivery_id: &str) -> Result<Option<DeliveryTask>, StoreError>;
+
+    /// Idempotent on `notification_id`: storing the same notification twice keeps one.
+    async fn insert_notification(&self, notification: &Notification) -> Result<(), StoreError>;
+    /// Newest first, at most `limit`.
+    async fn notifications_of(&self, subscriber_id: &str, limit: u32) -> Result<Vec<Notification>, StoreError>;
+
+    /// Stored stats windows starting at or after `since`, oldest first.
+    async fn stats_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredStats>, StoreError>;
+
+    async fn recovery_state(&self) -> Result<RecoveryState, StoreError>;
+}
