@@ -1,1 +1,11 @@
-//! repdist service
+//! repdist: report distribution as a timely/differential dataflow.
+//!
+//! Layout: [`api`] (REST/WebSocket) → [`runtime`] (sequencer, workers, dispatcher) → [`store`]
+//! (durable state); the dataflow itself lives in the `dataflows` crate and the channels in `sinks`.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod runtime;
+pub mod server;
+pub mod store;

@@ -5,7 +5,9 @@
 //! delivery set; attempt outcomes fed back in drive retries (delayed in dataflow time), dead letters
 //! and windowed distribution statistics.
 
+pub mod dataflow;
 pub mod delivery;
+pub mod index;
 pub mod output;
 pub mod report;
 pub mod retry;

@@ -179,6 +179,16 @@ pub struct StoredStats {
     pub p99_delivery_time_ms: Option<f64>,
 }
 
+/// Counts over `delivery_history`: `by_channel["API_WEBHOOK"]["DELIVERED"] = n`. Every channel that
+/// has deliveries appears, with all four states (zeros included).
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct DeliverySummary {
+    pub total: u64,
+    /// Failed attempts that were followed by a retry or a dead letter.
+    pub retries: u64,
+    pub by_channel: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+}
+
 /// What a restart must feed back into the dataflow to resume where the last run stopped.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryState {
@@ -215,6 +225,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_notification(&self, notification: &Notification) -> Result<(), StoreError>;
     /// Newest first, at most `limit`.
     async fn notifications_of(&self, subscriber_id: &str, limit: u32) -> Result<Vec<Notification>, StoreError>;
+
+    /// Deliveries by channel and state, and failed attempts so far (the sum of `retry_count`).
+    async fn delivery_summary(&self) -> Result<DeliverySummary, StoreError>;
 
     /// Stored stats windows starting at or after `since`, oldest first.
     async fn stats_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredStats>, StoreError>;

@@ -1,0 +1,52 @@
+//! The REST and WebSocket API (axum) under `/api/v1/reporting`, plus `/healthz`, `/metrics` and
+//! `/api/v1/openapi.json`.
+
+pub mod body;
+pub mod dead_letters;
+pub mod deliveries;
+pub mod error;
+pub mod notifications;
+pub mod openapi;
+pub mod ops;
+pub mod stats;
+pub mod stream;
+pub mod subscriptions;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::runtime::Runtime;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    pub metrics: PrometheusHandle,
+    pub allow_private_webhooks: bool,
+    pub stats_window_micros: u64,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let reporting = Router::new()
+        .route("/subscribe", post(subscriptions::subscribe))
+        .route("/subscriptions/{id}", get(subscriptions::list).put(subscriptions::update).delete(subscriptions::cancel))
+        .route("/deliver", post(deliveries::deliver))
+        .route("/delivery/{delivery_id}/status", get(deliveries::status))
+        .route("/deliveries/summary", get(deliveries::summary))
+        .route("/stats", get(stats::current))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/{delivery_id}/replay", post(dead_letters::replay))
+        .route("/notifications/{subscriber_id}", get(notifications::list))
+        .route("/stream", get(stream::stream));
+    Router::new()
+        .nest("/api/v1/reporting", reporting)
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { error::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,30 @@
+//! The OpenAPI 3 document, generated from the handlers' and types' annotations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "repdist", description = "Report distribution service: subscriptions, report publication, delivery tracking"),
+    paths(
+        super::subscriptions::subscribe,
+        super::subscriptions::list,
+        super::subscriptions::update,
+        super::subscriptions::cancel,
+        super::deliveries::deliver,
+        super::deliveries::status,
+        super::deliveries::summary,
+        super::dead_letters::list,
+        super::dead_letters::replay,
+        super::stats::current,
+        super::notifications::list,
+        super::stream::stream,
+        super::ops::healthz,
+        super::ops::metrics,
+    ),
+    components(schemas(super::error::ErrorBody))
+)]
+struct ApiDoc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,213 @@
+//! Subscription management: create, list, update, cancel. Every change becomes a subscription
+//! version in the dataflow at the time the sequencer commits it: it applies to later reports only.
+
+use std::net::IpAddr;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use dataflows::delivery::DeliveryChannel;
+use dataflows::subscription::{
+    DeliveryPreferences, ReportSubscription, SubscriptionFilters, SubscriptionStatus, SubscriptionType,
+};
+use dataflows::report::ReportDataType;
+use dataflows::validation::Validate;
+use serde::Deserialize;
+
+use super::body::JsonBody;
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::store::StoredSubscription;
+
+/// A subscription as a client sends it. `subscription_id` may be omitted on create: the server
+/// assigns one. Omitted optional fields take the defaults shown in the schema.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionRequest {
+    pub subscription_id: Option<String>,
+    pub subscriber_id: String,
+    /// Free text up to 50 bytes, e.g. `CLIENT`, `PORTFOLIO_MANAGER`. Default `USER`.
+    pub subscriber_type: Option<String>,
+    /// Default `REAL_TIME`.
+    pub subscription_type: Option<SubscriptionType>,
+    pub report_types: Vec<ReportDataType>,
+    pub delivery_preferences: DeliveryPreferences,
+    pub filters: Option<SubscriptionFilters>,
+    /// Default `active`.
+    pub status: Option<SubscriptionStatus>,
+}
+
+impl SubscriptionRequest {
+    fn into_subscription(self, subscription_id: String) -> ReportSubscription {
+        ReportSubscription {
+            subscription_id,
+            subscriber_id: self.subscriber_id,
+            subscriber_type: self.subscriber_type.unwrap_or_else(|| "USER".to_string()),
+            subscription_type: self.subscription_type.unwrap_or_default(),
+            report_types: self.report_types,
+            delivery_preferences: self.delivery_preferences,
+            filters: self.filters.unwrap_or_default(),
+            status: self.status.unwrap_or_default(),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/reporting/subscribe", tag = "subscriptions",
+    request_body = SubscriptionRequest,
+    responses((status = 201, description = "Created; applies to reports accepted from now on", body = StoredSubscription),
+              (status = 409, description = "The subscription_id is taken", body = ErrorBody),
+              (status = 422, description = "Invalid field", body = ErrorBody)))]
+pub async fn subscribe(
+    State(app): State<AppState>,
+    JsonBody(request): JsonBody<SubscriptionRequest>,
+) -> Result<(StatusCode, Json<StoredSubscription>), ApiError> {
+    let id = request.subscription_id.clone().unwrap_or_else(|| format!("sub_{}", uuid::Uuid::new_v4().simple()));
+    let subscription = request.into_subscription(id);
+    check(&app, &subscription)?;
+    if app.runtime.store().subscription(&subscription.subscription_id).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "subscription `{}` exists; update it with PUT /api/v1/reporting/subscriptions/{{subscription_id}}",
+            subscription.subscription_id
+        )));
+    }
+    let stored = apply(&app, subscription).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[utoipa::path(get, path = "/api/v1/reporting/subscriptions/{subscriber_id}", tag = "subscriptions",
+    params(("subscriber_id" = String, Path)),
+    responses((status = 200, description = "The subscriber's subscriptions, cancelled ones included", body = [StoredSubscription])))]
+pub async fn list(State(app): State<AppState>, Path(subscriber_id): Path<String>) -> Result<Json<Vec<StoredSubscription>>, ApiError> {
+    let subscriptions = app.runtime.store().subscriptions_of(&subscriber_id).await?;
+    Ok(Json(subscriptions.into_iter().map(redact).collect()))
+}
+
+#[utoipa::path(put, path = "/api/v1/reporting/subscriptions/{subscription_id}", tag = "subscriptions",
+    params(("subscription_id" = String, Path)), request_body = SubscriptionRequest,
+    responses((status = 200, description = "Updated; the new version applies to reports accepted from now on", body = StoredSubscription),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(app): State<AppState>,
+    Path(subscription_id): Path<String>,
+    JsonBody(request): JsonBody<SubscriptionRequest>,
+) -> Result<Json<StoredSubscription>, ApiError> {
+    if let Some(body_id) = &request.subscription_id {
+        if body_id != &subscription_id {
+            return Err(ApiError::invalid("subscription_id", "differs from the subscription id in the path"));
+        }
+    }
+    let existing = app.runtime.store().subscription(&subscription_id).await?;
+    let Some(existing) = existing else { return Err(ApiError::not_found("subscription", &subscription_id)) };
+    let subscription = request.into_subscription(subscription_id);
+    if subscription.subscriber_id != existing.subscription.subscriber_id {
+        return Err(ApiError::invalid("subscriber_id", "a subscription cannot move to another subscriber"));
+    }
+    check(&app, &subscription)?;
+    Ok(Json(apply(&app, subscription).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/reporting/subscriptions/{subscription_id}", tag = "subscriptions",
+    params(("subscription_id" = String, Path)),
+    responses((status = 200, description = "Cancelled: receives no report accepted from now on", body = StoredSubscription),
+              (status = 404, body = ErrorBody)))]
+pub async fn cancel(State(app): State<AppState>, Path(subscription_id): Path<String>) -> Result<Json<StoredSubscription>, ApiError> {
+    let existing = app.runtime.store().subscription(&subscription_id).await?;
+    let Some(existing) = existing else { return Err(ApiError::not_found("subscription", &subscription_id)) };
+    if existing.subscription.status == SubscriptionStatus::Cancelled {
+        return Ok(Json(redact(existing)));
+    }
+    let mut subscription = existing.subscription;
+    subscription.status = SubscriptionStatus::Cancelled;
+    Ok(Json(apply(&app, subscription).await?))
+}
+
+async fn apply(app: &AppState, subscription: ReportSubscription) -> Result<StoredSubscription, ApiError> {
+    let id = subscription.subscription_id.clone();
+    app.runtime.change_subscription(subscription).await?;
+    let stored = app.runtime.store().subscription(&id).await?;
+    stored.map(redact).ok_or_else(|| ApiError::not_found("subscription", &id))
+}
+
+/// Validation beyond the types: domain rules, then what this server can serve.
+fn check(app: &AppState, subscription: &ReportSubscription) -> Result<(), ApiError> {
+    subscription.validate()?;
+    match subscription.subscription_type {
+        SubscriptionType::RealTime | SubscriptionType::OnDemand => {}
+        other => {
+            let name = serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            return Err(ApiError::invalid("subscription_type", format!("{name} subscriptions are not supported by this server yet")));
+        }
+    }
+    let enabled = app.runtime.enabled_channels();
+    for (i, channel) in subscription.delivery_preferences.channels.iter().enumerate() {
+        if !enabled.contains(&channel.as_str()) {
+            return Err(ApiError::invalid(
+                format!("delivery_preferences.channels[{i}]"),
+                format!("channel {} is not available on this server (available: {})", channel.as_str(), enabled.join(", ")),
+            ));
+        }
+    }
+    let prefs = &subscription.delivery_preferences;
+    if prefs.channels.contains(&DeliveryChannel::ApiWebhook) && !app.allow_private_webhooks {
+        if let Some(webhook) = &prefs.notification_settings.webhook {
+            if targets_private_network(&webhook.url) {
+                return Err(ApiError::invalid(
+                    "delivery_preferences.notification_settings.webhook.url",
+                    "points at a loopback, private or link-local address, which this server does not deliver to",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a URL names a host on the local machine or a private network (a literal address, or
+/// `localhost`). Names resolving to such addresses are checked again at delivery time (later issue).
+fn targets_private_network(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else { return true };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => true,
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast(),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Secrets are write-only: reads show that one is set, never what it is.
+fn redact(mut stored: StoredSubscription) -> StoredSubscription {
+    if let Some(webhook) = stored.subscription.delivery_preferences.notification_settings.webhook.as_mut() {
+        webhook.secret = "whsec_********".to_string();
+    }
+    stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::targets_private_network;
+
+    #[test]
+    fn private_targets_are_recognised() {
+        for url in ["http://127.0.0.1:9/x", "http://10.1.2.3/", "http://[::1]/", "http://localhost/", "http://169.254.169.254/", "http://[fd00::1]/", "not a url"] {
+            assert!(targets_private_network(url), "{url}");
+        }
+        for url in ["https://example.com/hook", "https://93.184.216.34/"] {
+            assert!(!targets_private_network(url), "{url}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Typed, layered configuration: defaults, then `repdist.toml` (or `--config FILE`), then `REPDIST_*`
+//! environment variables (`__` separates nested keys: `REPDIST_RETRY__MAX_ATTEMPTS=5`), then
+//! command-line flags. Every key is checked at load; an error names it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dataflows::retry::RetryPolicy;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the REST and WebSocket APIs listen.
+    pub http_addr: SocketAddr,
+    /// Embedded SQLite database and other local state live here.
+    pub data_dir: PathBuf,
+    /// Timely worker threads running the dataflow.
+    pub workers: usize,
+    pub retry: RetryConfig,
+    pub delivery: DeliveryConfig,
+    pub ingest: IngestConfig,
+    pub storage: StorageConfig,
+    /// Length of a `distribution_stats` window.
+    #[serde(with = "humantime_serde")]
+    pub stats_window: Duration,
+    /// Accept webhook URLs on loopback, private and link-local addresses (for local receivers and
+    /// tests). Off by default: such URLs are refused when a subscription is created or updated.
+    pub allow_private_webhooks: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            workers: 1,
+            retry: RetryConfig::default(),
+            delivery: DeliveryConfig::default(),
+            ingest: IngestConfig::default(),
+            storage: StorageConfig::default(),
+            stats_window: Duration::from_secs(60),
+            allow_private_webhooks: false,
+        }
+    }
+}
+
+/// The retry schedule for transient failures (see [`RetryPolicy`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    pub multiplier: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    pub max_attempts: u32,
+    pub jitter_percent: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        RetryConfig {
+            initial_backoff: Duration::from_micros(policy.initial_backoff),
+            multiplier: policy.multiplier,
+            max_backoff: Duration::from_micros(policy.max_backoff),
+            max_attempts: policy.max_attempts,
+            jitter_percent: policy.jitter_percent,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial_backoff: self.initial_backoff.as_micros() as u64,
+            multiplier: self.multiplier,
+            max_backoff: self.max_backoff.as_micros() as u64,
+            max_attempts: self.max_attempts,
+            jitter_percent: self.jitter_percent,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Deadline of one attempt, connection included.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+    /// Attempts under way at once, all channels together.
+    pub max_in_flight: usize,
+    /// Deliveries not yet delivered nor dead-lettered. Past this, new reports wait (backpressure).
+    pub max_outstanding: usize,
+    /// Idle HTTP connections kept per webhook host.
+    pub webhook_pool_per_host: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            attempt_timeout: Duration::from_secs(10),
+            max_in_flight: 512,
+            max_outstanding: 200_000,
+            webhook_pool_per_host: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Requests waiting for the sequencer. When full, callers wait up to `queue_timeout`.
+    pub queue_capacity: usize,
+    /// How long a request may wait for room before it is answered 503 with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most requests committed in one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            queue_capacity: 4096,
+            queue_timeout: Duration::from_secs(5),
+            max_body_bytes: 1 << 20,
+            max_batch: 2048,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `true`: every commit is fsynced (durable across power loss). `false`: WAL `synchronous=NORMAL`,
+    /// durable across process crashes only, faster.
+    pub fsync: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { fsync: true }
+    }
+}
+
+/// A configuration that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `./repdist.toml` if present), then `REPDIST_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("repdist.toml")),
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("REPDIST_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid { key: key.to_string(), message: message.to_string() })
+        };
+        if self.workers == 0 || self.workers > 64 {
+            return invalid("workers", "must be between 1 and 64");
+        }
+        if let Err(e) = self.retry.policy().validate() {
+            return invalid(&format!("retry.{}", e.field), &e.message);
+        }
+        if self.delivery.max_in_flight == 0 {
+            return invalid("delivery.max_in_flight", "must be at least 1");
+        }
+        if self.delivery.max_outstanding < self.delivery.max_in_flight {
+            return invalid("delivery.max_outstanding", "must be at least delivery.max_in_flight");
+        }
+        if self.delivery.attempt_timeout.is_zero() {
+            return invalid("delivery.attempt_timeout", "must be positive");
+        }
+        if self.ingest.queue_capacity == 0 || self.ingest.max_batch == 0 {
+            return invalid("ingest", "queue_capacity and max_batch must be at least 1");
+        }
+        if self.stats_window < Duration::from_secs(1) {
+            return invalid("stats_window", "must be at least 1s");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! The DASHBOARD_NOTIFICATION channel's storage: notifications are kept per subscriber in the store
+//! (listed by `GET /notifications/{subscriber_id}`) and pushed live through the hub.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sinks::{BoardError, DashboardNotification, NotificationBoard};
+
+use super::hub::Hub;
+use crate::store::{Notification, Store};
+
+pub struct StoreBoard {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+}
+
+#[async_trait]
+impl NotificationBoard for StoreBoard {
+    async fn post(&self, notification: DashboardNotification) -> Result<(), BoardError> {
+        let payload: serde_json::Value = serde_json::from_slice(&notification.payload)
+            .map_err(|e| BoardError::new(format!("payload is not JSON: {e}")))?;
+        let stored = Notification {
+            notification_id: notification.notification_id.clone(),
+            subscriber_id: notification.subscriber_id.clone(),
+            subscription_id: notification.subscription_id.clone(),
+            report_id: notification.report_id.clone(),
+            payload,
+            created_at: chrono::Utc::now(),
+        };
+        self.store.insert_notification(&stored).await.map_err(|e| BoardError::new(e.to_string()))?;
+        self.hub.publish(
+            &notification.subscriber_id,
+            &notification.subscription_id,
+            &notification.notification_id,
+            &notification.payload,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! Starting and stopping the whole service in-process: store, runtime, HTTP API.
+//! `repdist serve`, `repdist demo` and the integration tests all go through [`start`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("HTTP server failed: {0}")]
+    Http(String),
+}
+
+/// A running service. Dropping it without [`Server::shutdown`] stops it abruptly, as a crash would.
+pub struct Server {
+    http_addr: SocketAddr,
+    runtime: Arc<Runtime>,
+    stop_http: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the store, replays unfinished work, and starts serving.
+pub async fn start(config: Config) -> Result<Server, ServerError> {
+    config.validate().map_err(|e| ServerError::Http(e.to_string()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.data_dir, SqliteOptions { synchronous_full: config.storage.fsync }).await?,
+    );
+    let runtime = Arc::new(Runtime::start(&config, store).await?);
+    let state = AppState {
+        runtime: runtime.clone(),
+        metrics: metrics_handle()?,
+        allow_private_webhooks: config.allow_private_webhooks,
+        stats_window_micros: config.stats_window.as_micros() as u64,
+    };
+    let app = api::router(state, config.ingest.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+    let stop_http = CancellationToken::new();
+    let stop = stop_http.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    });
+    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), workers = config.workers, "repdist serving");
+    Ok(Server { http_addr, runtime, stop_http, http })
+}
+
+impl Server {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Graceful stop: no new connections, requests under way answered, attempts under way finished
+    /// and recorded; queued deliveries stay pending for the next start.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop_http.cancel();
+        let http = self.http.await.map_err(|e| ServerError::Http(e.to_string()))?;
+        http.map_err(|e| ServerError::Http(e.to_string()))?;
+        let runtime = Arc::try_unwrap(self.runtime)
+            .map_err(|_| ServerError::Http("runtime still in use by open connections".into()))?;
+        runtime.shutdown().await?;
+        Ok(())
+    }
+
+    /// Stops without any of the graceful steps, as close to a crash as one process can get in a test:
+    /// the HTTP listener and the runtime's tasks are aborted, nothing is flushed.
+    pub fn abort(self) {
+        self.http.abort();
+        drop(self.runtime);
+    }
+}
+
+/// The Prometheus recorder is process-global; several servers in one process (tests) share it.
+fn metrics_handle() -> Result<PrometheusHandle, ServerError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(ServerError::Metrics)
+}

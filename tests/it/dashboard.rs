@@ -1,0 +1,65 @@
+//! DASHBOARD_NOTIFICATION: stored per subscriber and pushed live over the WebSocket stream.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::helpers::{eventually, report, TestServer};
+
+fn dashboard_subscription(id: &str, subscriber: &str) -> serde_json::Value {
+    json!({
+        "subscription_id": id,
+        "subscriber_id": subscriber,
+        "report_types": ["PERFORMANCE_REPORT"],
+        "delivery_preferences": {"channels": ["DASHBOARD_NOTIFICATION"], "notification_settings": {"dashboard": {}}}
+    })
+}
+
+#[tokio::test]
+async fn notifications_are_stored_and_streamed_to_the_subscription_only() {
+    let server = TestServer::start().await;
+    server.subscribe(dashboard_subscription("dash-1", "pm_001")).await;
+    server.subscribe(dashboard_subscription("dash-2", "pm_002")).await;
+
+    let ws_url = format!("ws://{}/api/v1/reporting/stream?subscription_id=dash-1&report_types=PERFORMANCE_REPORT", server.server.http_addr());
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("websocket connects");
+
+    let ids = server.deliver(report("evt-1", "rep-1")).await;
+    assert_eq!(ids.len(), 2);
+    let mine = dataflows::delivery::delivery_id("rep-1", "dash-1", dataflows::delivery::DeliveryChannel::DashboardNotification);
+    server.wait_for_state(&mine, "DELIVERED").await;
+
+    let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a frame arrives").unwrap().unwrap();
+    let message: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(message["type"], "notification");
+    assert_eq!(message["subscription_id"], "dash-1");
+    assert_eq!(message["delivery_id"], mine);
+    assert_eq!(message["report"]["event_id"], "evt-1");
+    assert!(message["seq"].as_u64().unwrap() >= 1);
+    let other = tokio::time::timeout(Duration::from_millis(300), socket.next()).await;
+    assert!(other.is_err(), "dash-2's notification must not reach dash-1's stream: {other:?}");
+
+    let listed = eventually(Duration::from_secs(5), || async {
+        let (_, list) = server.get("/api/v1/reporting/notifications/pm_001").await;
+        (list.as_array().map(|a| a.len()) == Some(1)).then_some(list)
+    })
+    .await
+    .expect("one stored notification");
+    assert_eq!(listed[0]["notification_id"], mine);
+    assert_eq!(listed[0]["report_id"], "rep-1");
+}
+
+#[tokio::test]
+async fn the_stream_refuses_unknown_subscriptions_and_bad_parameters() {
+    let server = TestServer::start().await;
+    let (status, body) = server.get("/api/v1/reporting/stream?subscription_id=nope").await;
+    assert_eq!(status, 404, "{body}");
+    server.subscribe(dashboard_subscription("dash-1", "pm_001")).await;
+    let (status, body) = server.get("/api/v1/reporting/stream?subscription_id=dash-1&report_types=GOSSIP").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "report_types");
+    let (status, body) = server.get("/api/v1/reporting/stream").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "subscription_id");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on port 0, real HTTP receivers on loopback.
+
+mod dashboard;
+mod delivery;
+mod errors;
+mod helpers;
+mod ops;
+mod receiver;
+mod restart;
+mod temporal;
