@@ -216,15 +216,16 @@ pub fn build(
         let expiries = contributions
             .inner
             .clone()
-            .delay(move |((key, _), _, _), time| (key.window_start + window + retention).max(*time))
+            .map(move |((key, value), time, diff)| ((key, value), (key.window_start + window + retention).max(time), diff))
+            .delay(|(_, expiry, _), _| *expiry)
             .as_collection()
             .negate();
         let rows = contributions.concat(expiries).reduce(|_key, input, out| {
             out.push((stats_row(input), 1isize));
         });
         let sink = output.clone();
+        let mut pending: HashMap<Time, Vec<(StatsKey, StatsRow, isize)>> = HashMap::new();
         let stats = rows.inner.unary_notify::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _>(Pipeline, "StatsChanges", vec![], move |input, _out, notificator| {
-            let mut pending: HashMap<Time, Vec<(StatsKey, StatsRow, isize)>> = HashMap::new();
             input.for_each_time(|time, data| {
                 let batch = pending.entry(*time.time()).or_default();
                 batch.extend(data.flat_map(|d| d.drain(..)).map(|((key, row), _, diff)| (key, row, diff)));
@@ -344,7 +345,9 @@ impl Dataflow {
         }
     }
 
-    pub fn insert_outcome(&mut self, outcome: DeliveryOutcome) {
+    /// An attempt's outcome; it counts at the current input time if `finished_at` is earlier.
+    pub fn insert_outcome(&mut self, mut outcome: DeliveryOutcome) {
+        outcome.finished_at = outcome.finished_at.max(self.time);
         self.outcomes.send(outcome);
     }
 

@@ -72,13 +72,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// serde reports a missing or unknown field at its parent's path, naming it in the message.
+/// serde reports a missing field at its parent's path, naming it only in the message; an unknown
+/// field's path already ends with it.
 fn field_name(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
-        .and_then(|rest| rest.split('`').next());
     let parent = if path == "." { "" } else { path };
+    if message.starts_with("unknown field `") && !parent.is_empty() {
+        return parent.to_string();
+    }
+    let named = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
     match named {
         Some(name) if parent.is_empty() => name.to_string(),
         Some(name) => format!("{parent}.{name}"),

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::extract::State;
 use axum::response::Response;
 use dataflows::report::ReportDataType;
@@ -33,12 +35,15 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 pub async fn stream(
     State(app): State<AppState>,
     Params(params): Params<StreamParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let report_types = parse_report_types(params.report_types.as_deref())?;
     if app.runtime.store().subscription(&params.subscription_id).await?.is_none() {
         return Err(ApiError::not_found("subscription", &params.subscription_id));
     }
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::new(StatusCode::UPGRADE_REQUIRED, "websocket_required", format!("this endpoint speaks WebSocket: {rejection}"))
+    })?;
     let hub = app.runtime.hub().clone();
     Ok(upgrade.on_upgrade(move |socket| serve(socket, hub, params.subscription_id, report_types)))
 }
