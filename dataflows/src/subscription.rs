@@ -276,3 +276,99 @@ fn validate_webhook(webhook: &WebhookSettings) -> Result<(), FieldError> {
         _ => Err(FieldError::new(secret_field, "must be whsec_ followed by the base64 of at least 16 bytes")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{DistributionRouting, ReportDataInfo};
+
+    fn sub() -> ReportSubscription {
+        ReportSubscription {
+            subscription_id: "s".into(),
+            subscriber_id: "client".into(),
+            subscriber_type: "CLIENT".into(),
+            subscription_type: SubscriptionType::RealTime,
+            report_types: vec![ReportDataType::RiskReport],
+            delivery_preferences: DeliveryPreferences {
+                channels: vec![DeliveryChannel::ApiWebhook, DeliveryChannel::DashboardNotification],
+                ..Default::default()
+            },
+            filters: SubscriptionFilters::default(),
+            status: SubscriptionStatus::Active,
+        }
+    }
+
+    fn report() -> ReportDistribution {
+        ReportDistribution {
+            event_id: "e".into(),
+            timestamp: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            data_type: ReportDataType::RiskReport,
+            report_data: ReportDataInfo { report_id: "r".into(), portfolio_id: "p1".into(), ..Default::default() },
+            routing: DistributionRouting { routing_key: "p1.risk.daily".into(), priority: 3, ..Default::default() },
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn each_filter_narrows_the_match() {
+        let r = report();
+        assert!(sub().matches(&r));
+        let mut s = sub();
+        s.report_types = vec![ReportDataType::PerformanceReport];
+        assert!(!s.matches(&r), "report type");
+        let mut s = sub();
+        s.filters.portfolio_ids = vec!["p2".into()];
+        assert!(!s.matches(&r), "portfolio");
+        s.filters.portfolio_ids.push("p1".into());
+        assert!(s.matches(&r));
+        let mut s = sub();
+        s.filters.routing_key = Some("p1.risk.*".into());
+        assert!(s.matches(&r), "glob matches");
+        s.filters.routing_key = Some("p1.performance.*".into());
+        assert!(!s.matches(&r), "glob does not match");
+        let mut s = sub();
+        s.filters.min_priority = Some(3);
+        assert!(s.matches(&r), "priority equal to the minimum");
+        s.filters.min_priority = Some(4);
+        assert!(!s.matches(&r), "priority below the minimum");
+        let mut s = sub();
+        s.status = SubscriptionStatus::Paused;
+        assert!(!s.matches(&r), "paused");
+    }
+
+    #[test]
+    fn targeting_and_on_demand() {
+        let mut targeted = report();
+        targeted.routing.target_subscribers = vec!["someone-else".into()];
+        assert!(!sub().matches(&targeted), "not named");
+        targeted.routing.target_subscribers.push("client".into());
+        assert!(sub().matches(&targeted), "named");
+        let mut on_demand = sub();
+        on_demand.subscription_type = SubscriptionType::OnDemand;
+        assert!(!on_demand.matches(&report()), "ON_DEMAND needs to be named");
+        assert!(on_demand.matches(&targeted));
+    }
+
+    #[test]
+    fn report_channels_narrow_the_subscription_channels() {
+        let mut r = report();
+        assert_eq!(sub().channels_for(&r), vec![DeliveryChannel::ApiWebhook, DeliveryChannel::DashboardNotification]);
+        r.routing.delivery_channels = vec![DeliveryChannel::DashboardNotification, DeliveryChannel::Email];
+        assert_eq!(sub().channels_for(&r), vec![DeliveryChannel::DashboardNotification]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut s = sub();
+        s.delivery_preferences.channels = vec![DeliveryChannel::ApiWebhook];
+        assert_eq!(s.validate().unwrap_err().field, "delivery_preferences.notification_settings.webhook");
+        s.delivery_preferences.notification_settings.webhook =
+            Some(WebhookSettings { url: "https://example.com/h".into(), secret: "whsec_c2hvcnQ=".into() });
+        assert_eq!(s.validate().unwrap_err().field, "delivery_preferences.notification_settings.webhook.secret");
+        s.delivery_preferences.notification_settings.webhook =
+            Some(WebhookSettings { url: "https://example.com/h".into(), secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into() });
+        assert!(s.validate().is_ok());
+        s.filters.routing_key = Some("[".into());
+        assert_eq!(s.validate().unwrap_err().field, "filters.routing_key");
+    }
+}

@@ -1,13 +1,20 @@
-//! repdist's delivery channels behind one [`Sink`] trait. A sink knows nothing of reports or
-//! subscriptions: it gets a rendered [`DeliveryRequest`] (destination, payload, idempotency key,
-//! deadline) and answers with a [`Receipt`] or a classified [`SinkError`]. Adding a channel is one
-//! module here, one [`Destination`] arm and one registry line (see `docs/adding-a-channel.md`).
+//! repdist's delivery channels behind one [`Sink`] trait.
+//!
+//! A sink knows nothing of reports or subscriptions: the dispatcher in the service renders a delivery
+//! task into a [`DeliveryRequest`] (destination, payload, idempotency key, deadline) and the sink
+//! answers with a [`Receipt`] or a classified [`SinkError`], which decides whether the delivery is
+//! retried. Keeping this crate free of the domain model (and of `dataflows`) means a channel can be
+//! written and tested against a real peer on its own.
+//!
+//! Adding a channel is one module here, one [`Destination`] arm, one [`SinkRegistry`] line and one
+//! render arm in the service's dispatcher; `docs/adding-a-channel.md` walks through it.
 
 pub mod dashboard;
 pub mod http_classify;
 pub mod registry;
 pub mod webhook;
 
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,33 +22,49 @@ use bytes::Bytes;
 
 pub use dashboard::{BoardError, DashboardNotification, DashboardSink, NotificationBoard};
 pub use registry::SinkRegistry;
+pub use webhook::{verify_signature, WebhookConfig, WebhookSetupError, WebhookSink};
 
-/// One attempt to deliver, fully rendered.
+/// One attempt to deliver, fully rendered by the dispatcher.
+///
+/// `Debug` prints the payload's size, never its bytes, and redacts destination secrets, so a request
+/// can be logged as it is.
 #[derive(Clone)]
 pub struct DeliveryRequest {
-    /// The delivery id: the same for every attempt of a delivery, so receivers can deduplicate.
+    /// The delivery id. It is the same for every attempt of one delivery, so a receiver that
+    /// deduplicates on it sees each delivery once even when an attempt is repeated.
     pub idempotency_key: String,
     pub destination: Destination,
-    /// The rendered body (JSON).
+    /// The rendered body (JSON), sent as it is.
     pub payload: Bytes,
-    /// Deadline of this attempt, connection included.
+    /// Deadline of this attempt, connecting and reading the answer included. A sink returns within
+    /// it (as a transient failure if the peer is too slow).
     pub timeout: Duration,
     /// 1 for the first attempt.
     pub attempt: u32,
 }
 
-/// Where a request goes; one arm per channel.
+/// Where a request goes: one arm per channel, carrying only what that channel needs.
 #[derive(Clone)]
 pub enum Destination {
-    Webhook { url: String, secret: String },
-    Dashboard { subscriber_id: String, subscription_id: String, report_id: String },
+    /// `secret` is `whsec_` followed by the base64 of the signing key (Standard Webhooks).
+    Webhook {
+        url: String,
+        secret: String,
+    },
+    Dashboard {
+        subscriber_id: String,
+        subscription_id: String,
+        report_id: String,
+    },
 }
 
-impl std::fmt::Debug for Destination {
-    /// Secrets never reach logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Destination {
+    /// Written by hand so that secrets never reach a log line or an error message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Destination::Webhook { url, .. } => f.debug_struct("Webhook").field("url", url).field("secret", &"<redacted>").finish(),
+            Destination::Webhook { url, secret: _ } => {
+                f.debug_struct("Webhook").field("url", url).field("secret", &"<redacted>").finish()
+            }
             Destination::Dashboard { subscriber_id, subscription_id, report_id } => f
                 .debug_struct("Dashboard")
                 .field("subscriber_id", subscriber_id)
@@ -52,39 +75,78 @@ impl std::fmt::Debug for Destination {
     }
 }
 
-impl std::fmt::Debug for DeliveryRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for DeliveryRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeliveryRequest")
             .field("idempotency_key", &self.idempotency_key)
             .field("destination", &self.destination)
             .field("payload_bytes", &self.payload.len())
+            .field("timeout", &self.timeout)
             .field("attempt", &self.attempt)
             .finish()
     }
 }
 
-/// A successful attempt.
-#[derive(Clone, Debug)]
+/// A successful attempt: the peer has the payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
+    /// From sending the request to the peer's answer.
     pub elapsed: Duration,
-    /// What the peer said, e.g. `HTTP 204`.
+    /// What the peer said, for the delivery history, e.g. `HTTP 204`.
     pub detail: String,
 }
 
-/// A failed attempt, classified so the dataflow knows whether to retry.
+/// A failed attempt, classified so that the retry schedule knows what to do with it.
+///
+/// Reasons are meant for the delivery history and the subscriber: they name the peer's status and a
+/// short excerpt of its answer, never a secret.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    /// Worth retrying; `retry_after` is the peer's own hint when it gave one.
+    /// The peer may accept a later attempt (it was down, slow, overloaded or rate limiting).
+    /// `retry_after` is the peer's own hint, when it gave one; the schedule should not retry sooner.
     #[error("transient: {reason}")]
     Transient { reason: String, retry_after: Option<Duration> },
-    /// Retrying cannot help.
+    /// Retrying cannot help (the peer refused this request, or the destination is unusable).
     #[error("permanent: {reason}")]
     Permanent { reason: String },
 }
 
+impl SinkError {
+    /// A transient failure without a retry hint.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        SinkError::Transient { reason: reason.into(), retry_after: None }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        SinkError::Permanent { reason: reason.into() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient { .. })
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            SinkError::Transient { reason, .. } | SinkError::Permanent { reason } => reason,
+        }
+    }
+}
+
+/// A delivery channel.
+///
+/// Guarantees every implementation keeps, so the dispatcher can treat sinks alike:
+/// - `deliver` returns within `request.timeout` (give or take scheduling), a slow peer being a
+///   [`SinkError::Transient`];
+/// - the peer is given `request.idempotency_key`, so repeating an attempt is harmless;
+/// - `deliver` does not panic on anything the peer or the request contains, and its errors never
+///   contain a destination secret.
 #[async_trait]
 pub trait Sink: Send + Sync {
-    /// The channel this sink serves, e.g. `API_WEBHOOK`.
+    /// The channel this sink serves, as the service names it, e.g. `API_WEBHOOK`. The registry keys
+    /// sinks by it.
     fn name(&self) -> &'static str;
+
+    /// Makes one attempt. A request whose destination belongs to another channel is a permanent
+    /// failure (a dispatcher bug that no retry fixes).
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError>;
 }

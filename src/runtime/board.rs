@@ -18,7 +18,7 @@ pub struct StoreBoard {
 impl NotificationBoard for StoreBoard {
     async fn post(&self, notification: DashboardNotification) -> Result<(), BoardError> {
         let payload: serde_json::Value = serde_json::from_slice(&notification.payload)
-            .map_err(|e| BoardError::new(format!("payload is not JSON: {e}")))?;
+            .map_err(|e| BoardError::rejected(format!("payload is not JSON: {e}")))?;
         let stored = Notification {
             notification_id: notification.notification_id.clone(),
             subscriber_id: notification.subscriber_id.clone(),

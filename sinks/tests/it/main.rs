@@ -1,0 +1,6 @@
+//! The sinks' integration tests, one binary: each channel against a real peer (a loopback HTTP
+//! server for HTTP channels, an in-memory implementation of the service-side trait otherwise).
+
+mod dashboard;
+mod receiver;
+mod webhook;
