@@ -78,8 +78,19 @@ impl Server {
         self.stop_http.cancel();
         let http = self.http.await.map_err(|e| ServerError::Http(e.to_string()))?;
         http.map_err(|e| ServerError::Http(e.to_string()))?;
-        let runtime = Arc::try_unwrap(self.runtime)
-            .map_err(|_| ServerError::Http("runtime still in use by open connections".into()))?;
+        // Connection tasks may still hold a router clone for a moment after graceful shutdown returns.
+        let mut runtime = self.runtime;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let runtime = loop {
+            match Arc::try_unwrap(runtime) {
+                Ok(runtime) => break runtime,
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    runtime = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => return Err(ServerError::Http("runtime still in use by open connections".into())),
+            }
+        };
         runtime.shutdown().await?;
         Ok(())
     }

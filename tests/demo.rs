@@ -12,6 +12,7 @@ async fn the_demo_loses_nothing_and_accounts_for_every_delivery() {
     assert_eq!(summary.unexpected_dead_letters, 0, "only endpoints built to fail permanently dead-letter: {summary:?}");
     assert_eq!(summary.bad_signatures, 0, "{summary:?}");
     assert_eq!(summary.resent_mismatches, 0, "{summary:?}");
+    assert_eq!(summary.resent_mismatches, 0, "a re-sent event is answered with the same ids: {summary:?}");
     assert!(summary.retries > 0, "flaky endpoints must cause retries: {summary:?}");
     assert!(summary.latency_ms.samples > 0 && summary.latency_ms.p50 > 0.0, "{summary:?}");
     let webhook = &summary.by_channel["API_WEBHOOK"];

@@ -255,6 +255,8 @@ impl Sequencer {
                     self.dispatch.push(task.clone());
                 }
             }
+            // Sorted, as the store answers a re-sent event, so both answers compare equal.
+            delivery_ids.sort();
             for reply in self.state.acks.remove(&expanded.event_id).unwrap_or_default() {
                 let ack = ReportAck { event_id: expanded.event_id.clone(), delivery_ids: delivery_ids.clone(), duplicate: false };
                 let _ = reply.send(Ok(ack));
