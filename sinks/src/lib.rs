@@ -41,6 +41,9 @@ pub struct DeliveryRequest {
     pub timeout: Duration,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The report's `delivery_priority`; higher is more urgent. Channels with a native notion of
+    /// urgency (APNs `apns-priority`, FCM `android.priority`) map it; others may ignore it.
+    pub priority: i32,
 }
 
 /// Where a request goes: one arm per channel, carrying only what that channel needs.
@@ -83,6 +86,7 @@ impl fmt::Debug for DeliveryRequest {
             .field("payload_bytes", &self.payload.len())
             .field("timeout", &self.timeout)
             .field("attempt", &self.attempt)
+            .field("priority", &self.priority)
             .finish()
     }
 }

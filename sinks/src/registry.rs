@@ -78,6 +78,7 @@ mod tests {
             payload: bytes::Bytes::new(),
             timeout: std::time::Duration::from_secs(1),
             attempt: 1,
+            priority: 0,
         };
         let sink = registry.get("API_WEBHOOK").expect("registered");
         let receipt = sink.deliver(&request).await.expect("always ok");

@@ -200,5 +200,6 @@ pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest,
         payload: payload.into(),
         timeout,
         attempt: task.attempt,
+        priority: task.priority(),
     })
 }

@@ -58,6 +58,7 @@ fn request(delivery_id: &str, attempt: u32) -> DeliveryRequest {
         payload: Bytes::from_static(br#"{"type":"report.distributed"}"#),
         timeout: Duration::from_secs(1),
         attempt,
+        priority: 0,
     }
 }
 

@@ -26,6 +26,7 @@ fn request(url: &str, secret: &str) -> DeliveryRequest {
         payload: Bytes::from_static(PAYLOAD.as_bytes()),
         timeout: Duration::from_secs(2),
         attempt: 1,
+        priority: 0,
     }
 }
 
