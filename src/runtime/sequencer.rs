@@ -1,7 +1,14 @@
 //! The core loop: the one writer. Each turn it takes what arrived (API commands, finished attempts,
 //! dataflow outputs), commits it in one transaction (group commit), and only then acts on it:
 //! acknowledges reports, feeds inputs to the dataflow at the turn's time, hands due deliveries to
-//! the dispatcher. Nothing is acknowledged or dispatched before it is durable.
+//! the dispatcher. Nothing is acknowledged before it is durable.
+//!
+//! One exception keeps a commit off the delivery path: a report's first attempts are dispatched as
+//! soon as the dataflow emits them, before their expansion is committed. The report itself is
+//! durable by then, and delivery ids are deterministic, so a crash in between only means recovery
+//! expands the report again and a receiver may see the same delivery id twice (at least once, never
+//! a second id). What must not race ahead is the record of an attempt: an attempt that finishes
+//! before its expansion is in a batch waits (`LoopState::early_finished`) and joins that batch.
 //!
 //! Admission control bounds everything downstream: while `max_outstanding` deliveries are
 //! unfinished, no new command is taken, so the command queue fills and callers get 503.
@@ -58,8 +65,10 @@ pub(super) struct LoopState {
     pub awaiting: BTreeMap<Time, Vec<String>>,
     /// Event id -> the time it was fed at, for telling new deliveries from retries.
     pub awaiting_events: HashMap<String, Time>,
-    /// Delivery tasks of reports whose delivery set is not complete yet.
+    /// Delivery tasks of reports whose delivery set is not complete yet (already dispatched).
     pub expansions: HashMap<String, Vec<DeliveryTask>>,
+    /// Attempts that finished before their report's expansion was committed, by event id.
+    pub early_finished: HashMap<String, Vec<(DeliveryTask, AttemptResult, Duration)>>,
     /// Callers waiting for a report's delivery ids.
     pub acks: HashMap<String, Vec<oneshot::Sender<Result<ReportAck, RuntimeError>>>>,
     /// Deliveries neither delivered nor dead-lettered, counted for admission control.
@@ -136,7 +145,11 @@ impl Sequencer {
         while let Ok(done) = self.finished.try_recv() {
             self.take_finished(done, time, &mut batch, &mut outcomes);
         }
-        self.complete_expansions(&mut batch);
+        for event_id in self.complete_expansions(&mut batch) {
+            for (task, result, elapsed) in self.state.early_finished.remove(&event_id).unwrap_or_default() {
+                self.record_finished(task, result, elapsed, time, &mut batch, &mut outcomes);
+            }
+        }
         if admitting {
             while commands.len() < self.max_batch {
                 match self.commands.try_recv() {
@@ -171,7 +184,20 @@ impl Sequencer {
             self.workers.advance_all(time);
             return Ok(());
         }
-        let written = match self.store.apply(&batch).await {
+        let commit_started = std::time::Instant::now();
+        let applied = self.store.apply(&batch).await;
+        let commit_elapsed = commit_started.elapsed();
+        metrics::histogram!("repdist_commit_duration_seconds").record(commit_elapsed.as_secs_f64());
+        tracing::debug!(
+            elapsed_us = commit_elapsed.as_micros() as u64,
+            reports = batch.reports.len(),
+            expanded = batch.expanded.len(),
+            attempts = batch.attempts.len(),
+            retries = batch.retries.len(),
+            stats = batch.stats.len(),
+            "committed"
+        );
+        let written = match applied {
             Ok(written) => written,
             Err(error) => {
                 tracing::error!(%error, "commit failed; will retry the dataflow's work, refusing this turn's requests");
@@ -245,16 +271,13 @@ impl Sequencer {
                 let _ = reply.send(answer);
             }
         }
-        let existing: std::collections::HashSet<&str> = written.existing_deliveries.iter().map(String::as_str).collect();
+        if !written.existing_deliveries.is_empty() {
+            // Only a report expanded twice gets here (e.g. recovery after the expansion was committed
+            // but not marked); those deliveries went out again under their own ids.
+            tracing::warn!(count = written.existing_deliveries.len(), "deliveries expanded again were dispatched again");
+        }
         for expanded in &batch.expanded {
-            let mut delivery_ids = Vec::with_capacity(expanded.deliveries.len());
-            for task in &expanded.deliveries {
-                delivery_ids.push(task.delivery_id.clone());
-                if !existing.contains(task.delivery_id.as_str()) {
-                    self.state.outstanding += 1;
-                    self.dispatch.push(task.clone());
-                }
-            }
+            let mut delivery_ids: Vec<String> = expanded.deliveries.iter().map(|task| task.delivery_id.clone()).collect();
             // Sorted, as the store answers a re-sent event, so both answers compare equal.
             delivery_ids.sort();
             for reply in self.state.acks.remove(&expanded.event_id).unwrap_or_default() {
@@ -272,6 +295,27 @@ impl Sequencer {
     fn take_finished(&mut self, done: FinishedAttempt, time: Time, batch: &mut WriteBatch, outcomes: &mut Vec<DeliveryOutcome>) {
         let FinishedAttempt { task, result, elapsed, permit } = done;
         drop(permit);
+        if self.is_early(&task) {
+            self.state.early_finished.entry(task.report.event_id.clone()).or_default().push((task, result, elapsed));
+            return;
+        }
+        self.record_finished(task, result, elapsed, time, batch, outcomes);
+    }
+
+    /// A first attempt of a report whose expansion is not in a batch yet.
+    fn is_early(&self, task: &DeliveryTask) -> bool {
+        task.attempt == 1 && self.state.awaiting_events.get(&task.report.event_id) == Some(&task.accepted_at)
+    }
+
+    fn record_finished(
+        &mut self,
+        task: DeliveryTask,
+        result: AttemptResult,
+        elapsed: Duration,
+        time: Time,
+        batch: &mut WriteBatch,
+        outcomes: &mut Vec<DeliveryOutcome>,
+    ) {
         let (state, error) = match &result {
             AttemptResult::Delivered => {
                 self.state.outstanding = self.state.outstanding.saturating_sub(1);
@@ -295,9 +339,11 @@ impl Sequencer {
     fn take_event(&mut self, event: WorkerEvent, batch: &mut WriteBatch, dispatch: &mut Vec<DeliveryTask>) -> Result<(), RuntimeError> {
         match event {
             WorkerEvent::Output(_, Output::Dispatch(task)) => {
-                let fed_at = self.state.awaiting_events.get(&task.report.event_id);
-                if task.attempt == 1 && fed_at == Some(&task.accepted_at) {
+                if self.is_early(&task) {
                     if let Some(tasks) = self.state.expansions.get_mut(&task.report.event_id) {
+                        // The report is durable: dispatch now, record the expansion with the next batch.
+                        self.state.outstanding += 1;
+                        self.dispatch.push(task.clone());
                         tasks.push(task);
                         return Ok(());
                     }
@@ -328,8 +374,10 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Reports whose time every worker has passed have their whole delivery set: move them to the batch.
-    fn complete_expansions(&mut self, batch: &mut WriteBatch) {
+    /// Reports whose time every worker has passed have their whole delivery set: move them to the
+    /// batch. Returns their event ids.
+    fn complete_expansions(&mut self, batch: &mut WriteBatch) -> Vec<String> {
+        let mut completed = Vec::new();
         let done_before = self.state.frontiers.iter().map(|f| f.unwrap_or(Time::MAX)).min().unwrap_or(0);
         while let Some(entry) = self.state.awaiting.first_entry() {
             if *entry.key() >= done_before {
@@ -338,9 +386,11 @@ impl Sequencer {
             for event_id in entry.remove() {
                 self.state.awaiting_events.remove(&event_id);
                 let deliveries = self.state.expansions.remove(&event_id).unwrap_or_default();
-                batch.expanded.push(ExpandedReport { event_id, deliveries });
+                batch.expanded.push(ExpandedReport { event_id: event_id.clone(), deliveries });
+                completed.push(event_id);
             }
         }
+        completed
     }
 }
 
