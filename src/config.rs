@@ -30,6 +30,8 @@ pub struct Config {
     /// Accept webhook URLs on loopback, private and link-local addresses (for local receivers and
     /// tests). Off by default: such URLs are refused when a subscription is created or updated.
     pub allow_private_webhooks: bool,
+    /// Kafka in and out; off unless `kafka.brokers` (env `REPDIST_KAFKA_BROKERS`) is set.
+    pub kafka: crate::bus::kafka::KafkaConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             stats_window: Duration::from_secs(60),
             allow_private_webhooks: false,
+            kafka: crate::bus::kafka::KafkaConfig::default(),
         }
     }
 }
@@ -168,7 +171,8 @@ impl Config {
             None => figment = figment.merge(Toml::file("repdist.toml")),
         }
         let config: Config = figment
-            .merge(Env::prefixed("REPDIST_").split("__"))
+            .merge(Env::prefixed("REPDIST_").split("__").filter(|key| !SHORT_NAMES.iter().any(|(short, _)| key == *short)))
+            .merge(short_names())
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -176,6 +180,10 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(message) = self.kafka.validate() {
+            let (key, message) = message.split_once(": ").unwrap_or(("kafka", &message));
+            return Err(ConfigError::Invalid { key: key.to_string(), message: message.to_string() });
+        }
         let invalid = |key: &str, message: &str| {
             Err(ConfigError::Invalid { key: key.to_string(), message: message.to_string() })
         };
@@ -202,4 +210,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Environment variables that switch a part on, with the config key each sets: the names operators
+/// expect (`REPDIST_KAFKA_BROKERS`), not the nested form (`REPDIST_KAFKA__BROKERS`, also accepted).
+const SHORT_NAMES: &[(&str, &str)] = &[("kafka_brokers", "kafka.brokers")];
+
+fn short_names() -> Env {
+    Env::prefixed("REPDIST_")
+        .filter(|key| SHORT_NAMES.iter().any(|(short, _)| key == *short))
+        .map(|key| {
+            let nested = SHORT_NAMES.iter().find(|(short, _)| key == *short).map(|(_, nested)| *nested).unwrap_or_default();
+            nested.into()
+        })
 }

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -26,12 +27,15 @@ pub enum ServerError {
     Metrics(String),
     #[error("HTTP server failed: {0}")]
     Http(String),
+    #[error(transparent)]
+    Kafka(#[from] crate::bus::kafka::KafkaBusError),
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] stops it abruptly, as a crash would.
 pub struct Server {
     http_addr: SocketAddr,
     runtime: Arc<Runtime>,
+    bus: Bus,
     stop_http: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
 }
@@ -43,6 +47,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         SqliteStore::open(&config.data_dir, SqliteOptions { synchronous_full: config.storage.fsync }).await?,
     );
     let runtime = Arc::new(Runtime::start(&config, store).await?);
+    let bus = Bus::start(&config, runtime.clone()).await?;
     let state = AppState {
         runtime: runtime.clone(),
         metrics: metrics_handle()?,
@@ -60,7 +65,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
     });
     tracing::info!(%http_addr, data_dir = %config.data_dir.display(), workers = config.workers, "repdist serving");
-    Ok(Server { http_addr, runtime, stop_http, http })
+    Ok(Server { http_addr, runtime, bus, stop_http, http })
 }
 
 impl Server {
@@ -76,6 +81,7 @@ impl Server {
     /// and recorded; queued deliveries stay pending for the next start.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.stop_http.cancel();
+        self.bus.shutdown().await;
         let http = self.http.await.map_err(|e| ServerError::Http(e.to_string()))?;
         http.map_err(|e| ServerError::Http(e.to_string()))?;
         // Connection tasks may still hold a router clone for a moment after graceful shutdown returns.
@@ -98,6 +104,7 @@ impl Server {
     /// Stops without any of the graceful steps, as close to a crash as one process can get in a test:
     /// the HTTP listener and the runtime's tasks are aborted, nothing is flushed.
     pub fn abort(self) {
+        self.bus.abort();
         self.http.abort();
         drop(self.runtime);
     }

@@ -130,6 +130,11 @@ async fn apply(app: &AppState, subscription: ReportSubscription) -> Result<Store
 
 /// Validation beyond the types: domain rules, then what this server can serve.
 fn check(app: &AppState, subscription: &ReportSubscription) -> Result<(), ApiError> {
+    admissible(&app.runtime, app.allow_private_webhooks, subscription)
+}
+
+/// The checks every door applies to a subscription (REST, gRPC, the Kafka topic).
+pub(crate) fn admissible(runtime: &crate::runtime::Runtime, allow_private_webhooks: bool, subscription: &ReportSubscription) -> Result<(), ApiError> {
     subscription.validate()?;
     match subscription.subscription_type {
         SubscriptionType::RealTime | SubscriptionType::OnDemand => {}
@@ -138,7 +143,7 @@ fn check(app: &AppState, subscription: &ReportSubscription) -> Result<(), ApiErr
             return Err(ApiError::invalid("subscription_type", format!("{name} subscriptions are not supported by this server yet")));
         }
     }
-    let enabled = app.runtime.enabled_channels();
+    let enabled = runtime.enabled_channels();
     for (i, channel) in subscription.delivery_preferences.channels.iter().enumerate() {
         if !enabled.contains(&channel.as_str()) {
             return Err(ApiError::invalid(
@@ -148,7 +153,7 @@ fn check(app: &AppState, subscription: &ReportSubscription) -> Result<(), ApiErr
         }
     }
     let prefs = &subscription.delivery_preferences;
-    if prefs.channels.contains(&DeliveryChannel::ApiWebhook) && !app.allow_private_webhooks {
+    if prefs.channels.contains(&DeliveryChannel::ApiWebhook) && !allow_private_webhooks {
         if let Some(webhook) = &prefs.notification_settings.webhook {
             if targets_private_network(&webhook.url) {
                 return Err(ApiError::invalid(

@@ -129,6 +129,19 @@ impl Runtime {
         self.call(|reply| Command::Report { event, reply }).await?
     }
 
+    /// Queues a report for the sequencer, waiting (without a deadline) while the queue is full, and
+    /// returns the pending acknowledgement. Reports queued one after another are accepted in that
+    /// order; the Kafka consumer relies on it to keep a partition's order while pipelining.
+    pub async fn enqueue_report(
+        &self,
+        event: ReportDistribution,
+    ) -> Result<oneshot::Receiver<Result<ReportAck, RuntimeError>>, RuntimeError> {
+        let permit = self.commands.reserve().await.map_err(|_| RuntimeError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        permit.send(Command::Report { event, reply });
+        Ok(answer)
+    }
+
     /// Applies a subscription version (create, update, pause, cancel) from now on.
     pub async fn change_subscription(&self, subscription: ReportSubscription) -> Result<(), RuntimeError> {
         self.call(|reply| Command::Subscription { subscription, reply }).await?

@@ -12,7 +12,7 @@ pub struct TestServer {
     pub base: String,
     pub http: reqwest::Client,
     /// Kept so the directory lives as long as the server.
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 /// Fast retries so that retry and dead-letter tests take a second, not minutes.
@@ -36,11 +36,18 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(data_dir.path());
+        let mut server = Self::start_in(data_dir.path(), adjust).await;
+        server._data_dir = Some(data_dir);
+        server
+    }
+
+    /// A server on an existing data directory (kept by the caller), e.g. to restart on it.
+    pub async fn start_in(data_dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(data_dir);
         adjust(&mut config);
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr());
-        TestServer { server, base, http: reqwest::Client::new(), _data_dir: data_dir }
+        TestServer { server, base, http: reqwest::Client::new(), _data_dir: None }
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {

@@ -4,6 +4,7 @@ mod dashboard;
 mod delivery;
 mod errors;
 mod helpers;
+mod kafka;
 mod ops;
 mod receiver;
 mod restart;

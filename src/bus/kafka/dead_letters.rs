@@ -1,0 +1,67 @@
+//! Records that cannot be decoded go to a dead-letter topic, byte for byte, with the error and
+//! their origin in headers; only then is their offset finished. A record is never skipped silently.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+/// Why a record was refused: the field at fault (when there is one) and the message.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone)]
+pub struct DeadLetterTopic {
+    pub producer: FutureProducer,
+    pub topic: String,
+}
+
+impl DeadLetterTopic {
+    /// Writes `record` to the dead-letter topic, retrying until the broker has it or `shutdown`
+    /// fires. `false` means shutdown came first: the record's offset must not be committed.
+    pub async fn write(&self, record: &OwnedMessage, refusal: &Refusal, shutdown: &CancellationToken) -> bool {
+        let partition = record.partition().to_string();
+        let offset = record.offset().to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "error", value: Some(refusal.message.as_str()) })
+            .insert(Header { key: "source.topic", value: Some(record.topic()) })
+            .insert(Header { key: "source.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "source.offset", value: Some(offset.as_str()) });
+        if let Some(field) = &refusal.field {
+            headers = headers.insert(Header { key: "error.field", value: Some(field.as_str()) });
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut out = FutureRecord::to(&self.topic).headers(headers.clone());
+            if let Some(key) = record.key() {
+                out = out.key(key);
+            }
+            if let Some(payload) = record.payload() {
+                out = out.payload(payload);
+            }
+            let sent = tokio::select! {
+                sent = self.producer.send(out, Duration::from_secs(30)) => sent,
+                _ = shutdown.cancelled() => return false,
+            };
+            match sent {
+                Ok(_) => {
+                    metrics::counter!("repdist_kafka_dead_lettered_total", "topic" => record.topic().to_string()).increment(1);
+                    return true;
+                }
+                Err((error, _)) => {
+                    tracing::warn!(%error, topic = self.topic, "could not write to the dead-letter topic; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return false,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
