@@ -41,7 +41,11 @@ impl Target<'_> {
 
 /// `host:port`, bracketing an IPv6 address so the port stays readable.
 pub(crate) fn endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// An authenticated SSH connection with its SFTP session.
@@ -79,9 +83,9 @@ pub(crate) async fn open(config: &SftpConfig, target: Target<'_>) -> Result<Sftp
         authenticate(&mut ssh, &target, &endpoint).await?;
         Ok::<_, SinkError>(ssh)
     };
-    let ssh = tokio::time::timeout(config.connect_timeout, handshake)
-        .await
-        .map_err(|_| SinkError::transient(format!("timed out connecting to {endpoint} after {}", secs(config.connect_timeout))))??;
+    let ssh = tokio::time::timeout(config.connect_timeout, handshake).await.map_err(|_| {
+        SinkError::transient(format!("timed out connecting to {endpoint} after {}", secs(config.connect_timeout)))
+    })??;
 
     let channel = ssh.channel_open_session().await.map_err(|e| session_error(e, &endpoint))?;
     channel.request_subsystem(true, "sftp").await.map_err(|e| session_error(e, &endpoint))?;
@@ -101,7 +105,8 @@ pub(crate) async fn open(config: &SftpConfig, target: Target<'_>) -> Result<Sftp
         }
     }
     let sftp = RawSftpSession::new(channel.into_stream());
-    let version = sftp.init().await.map_err(|e| SinkError::transient(format!("sftp start failed on {endpoint}: {e}")))?;
+    let version =
+        sftp.init().await.map_err(|e| SinkError::transient(format!("sftp start failed on {endpoint}: {e}")))?;
     Ok(SftpConnection { ssh, sftp: Arc::new(sftp), extensions: version.extensions })
 }
 

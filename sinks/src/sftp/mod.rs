@@ -44,7 +44,10 @@ pub enum SftpAuth {
     Password(String),
     /// An OpenSSH (`-----BEGIN OPENSSH PRIVATE KEY-----`) or PEM private key, as text; ed25519 or
     /// ECDSA. `passphrase` decrypts it when it is encrypted.
-    PrivateKey { pem: String, passphrase: Option<String> },
+    PrivateKey {
+        pem: String,
+        passphrase: Option<String>,
+    },
 }
 
 impl fmt::Debug for SftpAuth {
@@ -144,8 +147,10 @@ fn credentials(auth: &SftpAuth) -> Result<Credentials, SinkError> {
                     (russh::keys::Error::KeyIsEncrypted, None) => {
                         "the sftp private key is encrypted and no passphrase is configured".to_string()
                     }
-                    _ => "the sftp private key cannot be read (not an OpenSSH or PEM private key, or a wrong passphrase)"
-                        .to_string(),
+                    _ => {
+                        "the sftp private key cannot be read (not an OpenSSH or PEM private key, or a wrong passphrase)"
+                            .to_string()
+                    }
                 })
             })?;
             if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
@@ -181,7 +186,11 @@ async fn open_report(path: &Path) -> Result<tokio::fs::File, SinkError> {
 fn file_safe(id: &str) -> String {
     let safe: String =
         id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' }).collect();
-    if safe.is_empty() { "delivery".to_string() } else { safe }
+    if safe.is_empty() {
+        "delivery".to_string()
+    } else {
+        safe
+    }
 }
 
 impl SftpSink {
@@ -225,9 +234,7 @@ impl Sink for SftpSink {
         let plan = Plan::new(request).await?;
         let (files, bytes) = tokio::time::timeout(request.timeout, self.attempt(plan, &request.payload))
             .await
-            .map_err(|_| {
-                SinkError::transient(format!("timed out after {:.1}s", request.timeout.as_secs_f64()))
-            })??;
+            .map_err(|_| SinkError::transient(format!("timed out after {:.1}s", request.timeout.as_secs_f64())))??;
         let elapsed = started.elapsed();
         tracing::debug!(
             delivery_id = %request.idempotency_key,
@@ -237,7 +244,10 @@ impl Sink for SftpSink {
             elapsed_ms = elapsed.as_millis() as u64,
             "sftp upload complete"
         );
-        Ok(Receipt { elapsed, detail: format!("SFTP uploaded {files} file{} ({bytes} bytes)", if files == 1 { "" } else { "s" }) })
+        Ok(Receipt {
+            elapsed,
+            detail: format!("SFTP uploaded {files} file{} ({bytes} bytes)", if files == 1 { "" } else { "s" }),
+        })
     }
 }
 
@@ -255,7 +265,8 @@ mod tests {
     #[test]
     fn credentials_are_never_shown() {
         let password = SftpAuth::Password("hunter2".into());
-        let key = SftpAuth::PrivateKey { pem: "-----BEGIN OPENSSH PRIVATE KEY-----".into(), passphrase: Some("pw".into()) };
+        let key =
+            SftpAuth::PrivateKey { pem: "-----BEGIN OPENSSH PRIVATE KEY-----".into(), passphrase: Some("pw".into()) };
         assert_eq!(format!("{password:?}"), "Password(<redacted>)");
         assert_eq!(format!("{key:?}"), "PrivateKey(<redacted>)");
     }

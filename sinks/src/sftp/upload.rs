@@ -95,10 +95,7 @@ impl<'a> Remote<'a> {
     async fn is_directory(&self, path: &str) -> Result<bool, SinkError> {
         match self.sftp.stat(path).await {
             Ok(attrs) if attrs.attrs.file_type().is_dir() => Ok(true),
-            Ok(_) => Err(SinkError::permanent(format!(
-                "{path} on {} exists and is not a directory",
-                self.endpoint
-            ))),
+            Ok(_) => Err(SinkError::permanent(format!("{path} on {} exists and is not a directory", self.endpoint))),
             Err(SftpError::Status(status)) if status.status_code == StatusCode::NoSuchFile => Ok(false),
             Err(error) => Err(self.classify(error, "stat", path)),
         }
@@ -202,12 +199,14 @@ impl<'a> Remote<'a> {
                 request.extend_from_slice(&(path.len() as u32).to_be_bytes());
                 request.extend_from_slice(path.as_bytes());
             }
-            return match self.sftp.extended(POSIX_RENAME, request).await {
-                Ok(Packet::Status(status)) if status.status_code == StatusCode::Ok => Ok(()),
-                Ok(Packet::Status(status)) => Err(self.classify(SftpError::Status(status), "rename", part)),
-                Ok(_) => Err(self.classify(SftpError::UnexpectedPacket, "rename", part)),
-                Err(error) => Err(self.classify(error, "rename", part)),
-            };
+            match self.sftp.extended(POSIX_RENAME, request).await {
+                Ok(Packet::Status(status)) if status.status_code == StatusCode::Ok => return Ok(()),
+                // Announced but refused (a server can deny requests, e.g. `sftp-server -P posix-rename`):
+                // the plain rename below either works or fails with the server's real reason.
+                Ok(Packet::Status(_)) => {}
+                Ok(_) => return Err(self.classify(SftpError::UnexpectedPacket, "rename", part)),
+                Err(error) => return Err(self.classify(error, "rename", part)),
+            }
         }
         match self.sftp.rename(part, target).await {
             Ok(_) => Ok(()),
@@ -246,7 +245,9 @@ impl<'a> Remote<'a> {
                     _ => SinkError::transient(reason),
                 }
             }
-            SftpError::Timeout => SinkError::transient(format!("sftp {action} {path} on {endpoint}: no answer in time")),
+            SftpError::Timeout => {
+                SinkError::transient(format!("sftp {action} {path} on {endpoint}: no answer in time"))
+            }
             other => SinkError::transient(format!("sftp {action} {path} on {endpoint} failed: {other}")),
         }
     }

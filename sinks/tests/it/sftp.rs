@@ -147,6 +147,26 @@ async fn a_retry_replaces_the_files_cleanly() {
     assert_eq!(listing(&directory), names(&["q2-report.pdf", "q2-report.pdf.manifest.json"]));
 }
 
+/// OpenSSH's plain SFTP rename refuses an existing target; when the server refuses
+/// `posix-rename@openssh.com` (`-P posix-rename`: announced, then denied) the old file is removed
+/// first. (Checked by breaking that fallback: this test then fails.)
+#[tokio::test]
+async fn a_retry_replaces_the_files_without_posix_rename_too() {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let client = KeyPair::generate(keys.path(), "client", "");
+    let fixture = Fixture { sshd: Sshd::start_with(&[&client.public_line], "-l VERBOSE -P posix-rename"), client };
+    let directory = fixture.sshd.upload_dir();
+    std::fs::write(directory.join("q2-report.pdf"), vec![b'x'; 50_000]).expect("old report");
+    let local = fixture.report("local.pdf", b"%PDF-1.7 replaced");
+    let request = fixture.request(&directory, Some(local));
+
+    deliver(&request).await.unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", fixture.sshd.log()));
+    deliver(&request).await.expect("retry");
+    assert_eq!(std::fs::read(directory.join("q2-report.pdf")).expect("report"), b"%PDF-1.7 replaced");
+    assert_eq!(std::fs::read(directory.join("q2-report.pdf.manifest.json")).expect("manifest"), PAYLOAD.as_bytes());
+    assert_eq!(listing(&directory), names(&["q2-report.pdf", "q2-report.pdf.manifest.json"]));
+}
+
 #[tokio::test]
 async fn without_a_file_only_the_manifest_is_written_under_the_delivery_id() {
     let fixture = Fixture::start();
@@ -226,7 +246,8 @@ async fn an_encrypted_key_works_with_its_passphrase_only() {
     );
     deliver(&unlocked).await.expect("the passphrase opens the key");
 
-    let missing = set_auth(fixture.request(&directory, None), SftpAuth::PrivateKey { pem: pem.clone(), passphrase: None });
+    let missing =
+        set_auth(fixture.request(&directory, None), SftpAuth::PrivateKey { pem: pem.clone(), passphrase: None });
     assert!(permanent_reason(deliver(&missing).await).contains("no passphrase"));
     let wrong = set_auth(
         fixture.request(&directory, None),
@@ -337,7 +358,9 @@ async fn a_large_file_streams_through_intact() {
 #[tokio::test]
 async fn deliveries_to_one_server_share_its_session_slots() {
     let fixture = Fixture::start();
-    let sink = std::sync::Arc::new(SftpSink::new(SftpConfig { max_sessions_per_host: 1, ..Default::default() }).expect("valid"));
+    let sink = std::sync::Arc::new(
+        SftpSink::new(SftpConfig { max_sessions_per_host: 1, ..Default::default() }).expect("valid"),
+    );
     let mut tasks = Vec::new();
     for i in 0..4 {
         let mut request = fixture.request(&fixture.sshd.upload_dir(), None);
@@ -380,7 +403,8 @@ fn debug_output_redacts_the_credentials() {
     };
     let shown = format!("{request:?}");
     assert!(!shown.contains("hunter2") && shown.contains("Password(<redacted>)"), "{shown}");
-    let keyed = set_auth(request, SftpAuth::PrivateKey { pem: "-----BEGIN s3cr3t".into(), passphrase: Some("pw1".into()) });
+    let keyed =
+        set_auth(request, SftpAuth::PrivateKey { pem: "-----BEGIN s3cr3t".into(), passphrase: Some("pw1".into()) });
     let shown = format!("{keyed:?}");
     assert!(!shown.contains("s3cr3t") && !shown.contains("pw1"), "{shown}");
 }

@@ -37,7 +37,8 @@ impl KeyPair {
         let path = dir.join(name);
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-C", name, "-N", passphrase, "-f"]).arg(&path));
         let listing = run(Command::new("ssh-keygen").arg("-lf").arg(path.with_extension("pub")));
-        let fingerprint = listing.split_whitespace().nth(1).expect("ssh-keygen -lf: bits fingerprint comment").to_string();
+        let fingerprint =
+            listing.split_whitespace().nth(1).expect("ssh-keygen -lf: bits fingerprint comment").to_string();
         KeyPair {
             private_pem: std::fs::read_to_string(&path).expect("private key"),
             public_line: std::fs::read_to_string(path.with_extension("pub")).expect("public key").trim().to_string(),
@@ -56,6 +57,12 @@ impl Sshd {
     /// Starts sshd accepting `authorized` (public key lines) and passwords, and waits until it
     /// accepts connections.
     pub fn start(authorized: &[&str]) -> Sshd {
+        Sshd::start_with(authorized, "")
+    }
+
+    /// Like [`Sshd::start`], with options for `internal-sftp` (e.g. `-P posix-rename` to refuse a
+    /// request).
+    pub fn start_with(authorized: &[&str], sftp_options: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run scripts/test-prerequisites.d/sftp.sh (installs openssh-server)"
@@ -63,7 +70,9 @@ impl Sshd {
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd (the tests run as root)");
         let dir = tempfile::tempdir().expect("temp dir");
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"]).arg(dir.path().join("host_key")));
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"])
+            .arg(dir.path().join("host_key")));
         std::fs::write(dir.path().join("authorized_keys"), authorized.join("\n") + "\n").expect("authorized_keys");
         std::fs::create_dir(dir.path().join("upload")).expect("upload dir");
         let config = format!(
@@ -79,7 +88,7 @@ impl Sshd {
              StrictModes no\n\
              MaxStartups 64\n\
              LogLevel VERBOSE\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp internal-sftp {sftp_options}\n",
             dir = dir.path().display()
         );
         std::fs::write(dir.path().join("sshd_config"), config).expect("sshd_config");
