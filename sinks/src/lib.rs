@@ -12,6 +12,7 @@
 pub mod dashboard;
 pub mod http_classify;
 pub mod registry;
+pub mod sftp;
 pub mod webhook;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 
 pub use dashboard::{BoardError, DashboardNotification, DashboardSink, NotificationBoard};
 pub use registry::SinkRegistry;
+pub use sftp::{SftpAuth, SftpConfig, SftpSetupError, SftpSink};
 pub use webhook::{verify_signature, WebhookConfig, WebhookSetupError, WebhookSink};
 
 /// One attempt to deliver, fully rendered by the dispatcher.
@@ -59,6 +61,21 @@ pub enum Destination {
         subscription_id: String,
         report_id: String,
     },
+    /// An upload to the subscriber's SFTP server: the report `file` (a local path, when the delivery
+    /// has one) as `directory/file_name`, and the payload as a JSON manifest beside it
+    /// (`file_name.manifest.json`, or `<delivery id>.json` without a file). `host_key` pins the
+    /// server: an OpenSSH public key line (`ssh-ed25519 AAAA...`) or a `SHA256:...` fingerprint.
+    /// `directory` may be absolute or relative to the login directory; it is created if missing.
+    Sftp {
+        host: String,
+        port: u16,
+        username: String,
+        auth: SftpAuth,
+        host_key: String,
+        directory: String,
+        file: Option<std::path::PathBuf>,
+        file_name: String,
+    },
 }
 
 impl fmt::Debug for Destination {
@@ -73,6 +90,18 @@ impl fmt::Debug for Destination {
                 .field("subscriber_id", subscriber_id)
                 .field("subscription_id", subscription_id)
                 .field("report_id", report_id)
+                .finish(),
+            Destination::Sftp { host, port, username, auth, host_key, directory, file, file_name } => f
+                .debug_struct("Sftp")
+                .field("host", host)
+                .field("port", port)
+                .field("username", username)
+                // SftpAuth's Debug names the method and redacts the password or key.
+                .field("auth", auth)
+                .field("host_key", host_key)
+                .field("directory", directory)
+                .field("file", file)
+                .field("file_name", file_name)
                 .finish(),
         }
     }

@@ -3,4 +3,6 @@
 
 mod dashboard;
 mod receiver;
+mod sftp;
+mod sshd;
 mod webhook;
