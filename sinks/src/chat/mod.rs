@@ -67,11 +67,7 @@ impl Sink for ChatSink {
 
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError> {
         let Destination::Chat { kind, webhook_url, link } = &request.destination else {
-            return Err(SinkError::permanent(format!(
-                "{} cannot deliver to {:?}",
-                Self::CHANNEL,
-                request.destination
-            )));
+            return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };
         let summary = ReportSummary::parse(&request.payload)?;
         let link = summary.link(link.as_deref());
@@ -79,7 +75,8 @@ impl Sink for ChatSink {
             ChatKind::Slack => slack::render(&summary, request.priority, link.as_deref()),
             ChatKind::Teams => teams::render(&summary, request.priority, link.as_deref()),
         };
-        let body = serde_json::to_vec(&body).map_err(|e| SinkError::permanent(format!("cannot encode message: {e}")))?;
+        let body =
+            serde_json::to_vec(&body).map_err(|e| SinkError::permanent(format!("cannot encode message: {e}")))?;
 
         let started = Instant::now();
         let outcome = async {

@@ -19,7 +19,10 @@ pub fn redacted(error: SinkError, url: &str) -> SinkError {
         }
     }
     let scrub = |reason: String| {
-        secrets.iter().filter(|s| !s.is_empty()).fold(reason, |reason, secret| reason.replace(secret.as_str(), "<redacted>"))
+        secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(reason, |reason, secret| reason.replace(secret.as_str(), "<redacted>"))
     };
     match error {
         SinkError::Transient { reason, retry_after } => SinkError::Transient { reason: scrub(reason), retry_after },

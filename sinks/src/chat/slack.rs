@@ -46,7 +46,8 @@ const ERROR_CODES: &[&str] = &[
 pub fn render(summary: &ReportSummary, priority: i32, link: Option<&str>) -> Value {
     let title = summary.title();
     let field = |label: &str, value: &str| {
-        let value = if value.trim().is_empty() { "—".to_string() } else { escape(&truncated(value, FIELD_VALUE_MAX_CHARS)) };
+        let value =
+            if value.trim().is_empty() { "—".to_string() } else { escape(&truncated(value, FIELD_VALUE_MAX_CHARS)) };
         json!({"type": "mrkdwn", "text": format!("*{label}*\n{value}")})
     };
     let mut blocks = vec![

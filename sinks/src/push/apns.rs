@@ -192,7 +192,9 @@ impl Apns {
             }
             _ => match classify(status, &headers, b"") {
                 Ok(()) => Ok(format!("HTTP {}", status.as_u16())),
-                Err(SinkError::Transient { retry_after, .. }) => Err(SinkError::Transient { reason: described, retry_after }),
+                Err(SinkError::Transient { retry_after, .. }) => {
+                    Err(SinkError::Transient { reason: described, retry_after })
+                }
                 Err(SinkError::Permanent { .. }) => Err(SinkError::permanent(described)),
             },
         }

@@ -144,10 +144,7 @@ impl FcmConfig {
                 ))
             }
             (None, false) => {
-                return Err(invalid(
-                    "fcm.service_account_json_path",
-                    "required (or client_email + private_key inline)",
-                ))
+                return Err(invalid("fcm.service_account_json_path", "required (or client_email + private_key inline)"))
             }
             (None, true) => {
                 if self.client_email.as_deref().is_none_or(|e| !e.contains('@')) {
@@ -185,7 +182,9 @@ impl ApnsConfig {
             return Err(invalid("apns.key_id", "must be the key id of the .p8 key (letters and digits)"));
         }
         match (&self.private_key, &self.private_key_path) {
-            (Some(_), Some(_)) => return Err(invalid("apns.private_key", "give private_key or private_key_path, not both")),
+            (Some(_), Some(_)) => {
+                return Err(invalid("apns.private_key", "give private_key or private_key_path, not both"))
+            }
             (None, None) => return Err(invalid("apns.private_key", "required (or private_key_path)")),
             (Some(key), None) if !key.contains("PRIVATE KEY") => {
                 return Err(invalid("apns.private_key", "must be the PEM text of the .p8 key"))
@@ -263,8 +262,10 @@ mod tests {
 
     #[test]
     fn provider_defaults() {
-        let config = parse(r#"{"fcm": {"service_account_json_path": "/etc/sa.json"},
-            "apns": {"team_id": "T1", "key_id": "K1", "private_key_path": "/etc/k.p8", "topic": "com.x"}}"#);
+        let config = parse(
+            r#"{"fcm": {"service_account_json_path": "/etc/sa.json"},
+            "apns": {"team_id": "T1", "key_id": "K1", "private_key_path": "/etc/k.p8", "topic": "com.x"}}"#,
+        );
         config.validate().expect("valid");
         let fcm = config.fcm.expect("fcm");
         assert_eq!(fcm.api_base, DEFAULT_FCM_API_BASE);

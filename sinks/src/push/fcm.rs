@@ -89,10 +89,8 @@ pub(crate) struct Fcm {
 
 fn load_service_account(path: &Path) -> Result<ServiceAccountFile, PushSetupError> {
     let key = "fcm.service_account_json_path";
-    let text = std::fs::read_to_string(path).map_err(|e| PushSetupError::InvalidConfig {
-        key,
-        reason: format!("cannot read {}: {e}", path.display()),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PushSetupError::InvalidConfig { key, reason: format!("cannot read {}: {e}", path.display()) })?;
     // serde_json's message names the line and column, never the content, so it is safe to show.
     serde_json::from_str(&text).map_err(|e| PushSetupError::InvalidConfig {
         key,
@@ -109,7 +107,10 @@ impl Fcm {
         let client_email = file.as_ref().map(|f| f.client_email.clone()).or(config.client_email.clone());
         let private_key = file.as_ref().map(|f| f.private_key.clone()).or(config.private_key.clone());
         let (Some(client_email), Some(private_key)) = (client_email, private_key) else {
-            return Err(PushSetupError::InvalidConfig { key: key_setting, reason: "no service account credentials".into() });
+            return Err(PushSetupError::InvalidConfig {
+                key: key_setting,
+                reason: "no service account credentials".into(),
+            });
         };
         let key = EncodingKey::from_rsa_pem(private_key.as_bytes()).map_err(|_| PushSetupError::InvalidConfig {
             key: key_setting,
@@ -210,9 +211,8 @@ impl Fcm {
         let headers = response.headers().clone();
         let answer = read_body(response, BODY_LIMIT).await;
         classify(status, &headers, &answer).map_err(|e| in_context("FCM token exchange", e))?;
-        let token: TokenResponse = serde_json::from_slice(&answer).map_err(|_| {
-            SinkError::transient("FCM token exchange: the answer has no access_token")
-        })?;
+        let token: TokenResponse = serde_json::from_slice(&answer)
+            .map_err(|_| SinkError::transient("FCM token exchange: the answer has no access_token"))?;
         if token.access_token.is_empty() {
             return Err(SinkError::transient("FCM token exchange: the answer has an empty access_token"));
         }
@@ -264,7 +264,12 @@ fn parse_error(body: &[u8]) -> Option<FcmError> {
         .filter_map(|d| d.get("fieldViolations").and_then(Value::as_array))
         .flatten()
         .any(|v| v.get("field").and_then(Value::as_str) == Some("message.token"));
-    Some(FcmError { status: text(error.get("status")), message: text(error.get("message")), error_code, token_violation })
+    Some(FcmError {
+        status: text(error.get("status")),
+        message: text(error.get("message")),
+        error_code,
+        token_violation,
+    })
 }
 
 fn classify_send(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<(), Failure> {
@@ -279,9 +284,9 @@ fn classify_send(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result
         (Some(code), true) => format!("FCM HTTP {} {code}", status.as_u16()),
         (None, _) => String::new(),
     };
-    let token_is_bad = parsed.as_ref().is_some_and(|e| {
-        e.token_violation || e.message.to_ascii_lowercase().contains("registration token")
-    });
+    let token_is_bad = parsed
+        .as_ref()
+        .is_some_and(|e| e.token_violation || e.message.to_ascii_lowercase().contains("registration token"));
     match code.as_deref() {
         Some("UNREGISTERED") | Some("SENDER_ID_MISMATCH") => return Err(Failure::Other(dead_token(reason))),
         Some("INVALID_ARGUMENT") if token_is_bad => return Err(Failure::Other(dead_token(reason))),
@@ -370,8 +375,11 @@ mod tests {
             assert!(e.reason().contains(code), "{e:?}");
         }
         assert!(error(run(502, "<html>bad gateway</html>")).is_transient());
-        assert!(matches!(run(401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#), Err(Failure::Unauthenticated(e)) if e.is_transient()));
-        let third_party = r#"{"error":{"code":401,"status":"UNAUTHENTICATED","details":[{"errorCode":"THIRD_PARTY_AUTH_ERROR"}]}}"#;
+        assert!(
+            matches!(run(401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#), Err(Failure::Unauthenticated(e)) if e.is_transient())
+        );
+        let third_party =
+            r#"{"error":{"code":401,"status":"UNAUTHENTICATED","details":[{"errorCode":"THIRD_PARTY_AUTH_ERROR"}]}}"#;
         assert!(!error(run(401, third_party)).is_transient());
     }
 

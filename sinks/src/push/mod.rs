@@ -132,11 +132,7 @@ impl Sink for PushSink {
 
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError> {
         let Destination::Push { target } = &request.destination else {
-            return Err(SinkError::permanent(format!(
-                "{} cannot deliver to {:?}",
-                Self::CHANNEL,
-                request.destination
-            )));
+            return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };
         let notification = Notification::from_payload(&request.payload)?;
         let started = Instant::now();

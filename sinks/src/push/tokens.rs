@@ -76,12 +76,10 @@ mod tests {
 
     use super::*;
 
-    fn issuer(count: &AtomicUsize, lifetime: Duration) -> impl Future<Output = Result<Issued, SinkError>> + '_ {
-        async move {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            Ok(Issued { value: format!("token-{n}"), lifetime })
-        }
+    async fn issuer(count: &AtomicUsize, lifetime: Duration) -> Result<Issued, SinkError> {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(Issued { value: format!("token-{n}"), lifetime })
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,8 +133,12 @@ async fn slack_gets_a_block_kit_message_with_the_report_fields_and_a_link_button
     let blocks = message["blocks"].as_array().expect("blocks");
     assert_eq!(blocks[0]["type"], "header");
     assert_eq!(blocks[0]["text"]["text"], "Performance report report_20250621_001");
-    let fields: Vec<&str> = blocks[1]["fields"].as_array().expect("fields").iter().filter_map(|f| f["text"].as_str()).collect();
-    assert_eq!(fields, ["*Type*\nperformance", "*Portfolio*\nportfolio_&lt;001&gt;", "*Period*\n2025-Q2", "*Priority*\n2"]);
+    let fields: Vec<&str> =
+        blocks[1]["fields"].as_array().expect("fields").iter().filter_map(|f| f["text"].as_str()).collect();
+    assert_eq!(
+        fields,
+        ["*Type*\nperformance", "*Portfolio*\nportfolio_&lt;001&gt;", "*Period*\n2025-Q2", "*Priority*\n2"]
+    );
     let button = blocks.iter().find(|b| b["type"] == "actions").expect("an actions block");
     assert_eq!(button["elements"][0]["url"], "https://portal.example/reports/report_20250621_001");
     assert!(message["text"].as_str().expect("text").contains("Performance report report_20250621_001"));
@@ -158,7 +162,11 @@ async fn teams_gets_an_adaptive_card_with_facts_and_an_open_url_action() {
     let receiver = TestReceiver::start().await;
     receiver.script([Reply::status(202)]);
     let receipt = sink()
-        .deliver(&request(ChatKind::Teams, &receiver.url("/workflows/abc/triggers/manual/paths/invoke?sig=SECRET"), Some("https://portal.example/r/1")))
+        .deliver(&request(
+            ChatKind::Teams,
+            &receiver.url("/workflows/abc/triggers/manual/paths/invoke?sig=SECRET"),
+            Some("https://portal.example/r/1"),
+        ))
         .await
         .expect("202 is success");
     assert_eq!(receipt.detail, "HTTP 202");
@@ -184,7 +192,10 @@ async fn rate_limits_honour_retry_after_on_both_services() {
         let result = sink().deliver(&request(kind, &receiver.url("/hook"), None)).await;
         assert_eq!(
             result,
-            Err(SinkError::Transient { reason: "HTTP 429: rate_limited".into(), retry_after: Some(Duration::from_secs(7)) }),
+            Err(SinkError::Transient {
+                reason: "HTTP 429: rate_limited".into(),
+                retry_after: Some(Duration::from_secs(7))
+            }),
             "{kind:?}"
         );
     }

@@ -3,5 +3,6 @@
 
 mod chat;
 mod dashboard;
+mod push;
 mod receiver;
 mod webhook;
