@@ -9,8 +9,10 @@
 //! Adding a channel is one module here, one [`Destination`] arm, one [`SinkRegistry`] line and one
 //! render arm in the service's dispatcher; `docs/adding-a-channel.md` walks through it.
 
+pub mod chat;
 pub mod dashboard;
 pub mod http_classify;
+pub mod push;
 pub mod registry;
 pub mod sftp;
 pub mod webhook;
@@ -21,7 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use chat::{ChatConfig, ChatKind, ChatSetupError, ChatSink};
 pub use dashboard::{BoardError, DashboardNotification, DashboardSink, NotificationBoard};
+pub use push::{is_dead_token, PushConfig, PushSetupError, PushSink, PushTarget};
 pub use registry::SinkRegistry;
 pub use sftp::{SftpAuth, SftpConfig, SftpSetupError, SftpSink};
 pub use webhook::{verify_signature, WebhookConfig, WebhookSetupError, WebhookSink};
@@ -76,6 +80,18 @@ pub enum Destination {
         file: Option<std::path::PathBuf>,
         file_name: String,
     },
+    /// A Slack incoming webhook or a Teams workflow webhook. `webhook_url` is a credential. `link`
+    /// is where the message's button points (e.g. the report in a portal); without one, the
+    /// report's file path is used when it is a web URL, else shown as text.
+    Chat {
+        kind: ChatKind,
+        webhook_url: String,
+        link: Option<String>,
+    },
+    /// One device or topic. Its token or URL is a credential (`PushTarget`'s `Debug` redacts it).
+    Push {
+        target: PushTarget,
+    },
 }
 
 impl fmt::Debug for Destination {
@@ -103,6 +119,13 @@ impl fmt::Debug for Destination {
                 .field("file", file)
                 .field("file_name", file_name)
                 .finish(),
+            Destination::Chat { kind, webhook_url: _, link } => f
+                .debug_struct("Chat")
+                .field("kind", kind)
+                .field("webhook_url", &"<redacted>")
+                .field("link", link)
+                .finish(),
+            Destination::Push { target } => f.debug_struct("Push").field("target", target).finish(),
         }
     }
 }
