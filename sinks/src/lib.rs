@@ -10,6 +10,7 @@
 //! render arm in the service's dispatcher; `docs/adding-a-channel.md` walks through it.
 
 pub mod dashboard;
+pub mod email;
 pub mod http_classify;
 pub mod registry;
 pub mod webhook;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use dashboard::{BoardError, DashboardNotification, DashboardSink, NotificationBoard};
+pub use email::{EmailConfig, EmailSetupError, EmailSink, EmailTemplate, TemplateKey, TemplateStore};
 pub use registry::SinkRegistry;
 pub use webhook::{verify_signature, WebhookConfig, WebhookSetupError, WebhookSink};
 
@@ -59,6 +61,15 @@ pub enum Destination {
         subscription_id: String,
         report_id: String,
     },
+    /// `to` are addresses (`a@example.com` or `Name <a@example.com>`); `locale` and `report_type`
+    /// choose the template; `attachment` is the report file, attached or (when too large) linked.
+    /// The report's fields for the templates come from the payload.
+    Email {
+        to: Vec<String>,
+        locale: Option<String>,
+        report_type: String,
+        attachment: Option<std::path::PathBuf>,
+    },
 }
 
 impl fmt::Debug for Destination {
@@ -73,6 +84,13 @@ impl fmt::Debug for Destination {
                 .field("subscriber_id", subscriber_id)
                 .field("subscription_id", subscription_id)
                 .field("report_id", report_id)
+                .finish(),
+            Destination::Email { to, locale, report_type, attachment } => f
+                .debug_struct("Email")
+                .field("to", to)
+                .field("locale", locale)
+                .field("report_type", report_type)
+                .field("attachment", attachment)
                 .finish(),
         }
     }
