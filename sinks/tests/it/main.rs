@@ -2,5 +2,6 @@
 //! server for HTTP channels, an in-memory implementation of the service-side trait otherwise).
 
 mod dashboard;
+mod email;
 mod receiver;
 mod webhook;
