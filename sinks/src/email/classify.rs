@@ -35,11 +35,11 @@ pub fn classify(error: &SmtpError) -> SinkError {
         }
         return if error.is_permanent() { SinkError::permanent(reason) } else { SinkError::transient(reason) };
     }
-    let reason = excerpt(&error.to_string());
+    let reason = excerpt(&root_cause(error));
     if error.is_timeout() {
         return SinkError::transient(format!("timed out: {reason}"));
     }
-    if error.is_tls() {
+    if error.is_tls() || is_tls_failure(error) {
         return SinkError::transient(format!("TLS failed: {reason}"));
     }
     if error.is_client() && reason.contains("non-ascii") {
@@ -50,6 +50,29 @@ pub fn classify(error: &SmtpError) -> SinkError {
     }
     // Connection, network, garbled replies, a transport shut down with the service.
     SinkError::transient(format!("connection failed: {reason}"))
+}
+
+/// The innermost error's message: "Connection refused (os error 111)" rather than lettre's nested
+/// "Connection error: Connection error: ...".
+fn root_cause(error: &SmtpError) -> String {
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+/// lettre reports a handshake that fails while connecting as a connection error; tokio-rustls
+/// carries the TLS alert or certificate error as an `InvalidData` I/O error underneath.
+fn is_tls_failure(error: &SmtpError) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        if inner.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData) {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 fn excerpt(text: &str) -> String {

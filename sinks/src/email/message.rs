@@ -105,7 +105,10 @@ pub struct AttachmentFile {
 pub enum ReportFile {
     Attached(AttachmentFile),
     /// Too large to attach: the message carries this link instead.
-    Linked { link: String, size_bytes: u64 },
+    Linked {
+        link: String,
+        size_bytes: u64,
+    },
 }
 
 /// Reads the report file at `path` for attaching, or decides on a link when it is larger than
@@ -231,10 +234,10 @@ pub fn recipients(to: &[String]) -> Result<Vec<Mailbox>, ComposeError> {
     }
     to.iter()
         .map(|address| {
-            address.trim().parse::<Mailbox>().map_err(|e| ComposeError::Recipient {
-                address: address.clone(),
-                reason: e.to_string(),
-            })
+            address
+                .trim()
+                .parse::<Mailbox>()
+                .map_err(|e| ComposeError::Recipient { address: address.clone(), reason: e.to_string() })
         })
         .collect()
 }

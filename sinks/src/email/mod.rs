@@ -135,8 +135,13 @@ impl EmailSink {
             None => None,
         };
         let addressing = Addressing { from: &self.from, to, idempotency_key: &request.idempotency_key };
-        let composed =
-            build_message(&self.templates, &addressing, TemplateChoice { report_type, locale }, context, file.as_ref())?;
+        let composed = build_message(
+            &self.templates,
+            &addressing,
+            TemplateChoice { report_type, locale },
+            context,
+            file.as_ref(),
+        )?;
         let receipt = self.send(composed.message).await?;
         tracing::debug!(
             delivery_id = %request.idempotency_key,

@@ -204,8 +204,10 @@ fn add_parts(
     template: &EmailTemplate,
 ) -> Result<(), TemplateError> {
     for part in TemplatePart::ALL {
-        env.add_template_owned(names(part), part.source(template).to_string()).map_err(|e| {
-            TemplateError::Invalid { key: label.to_string(), part, message: e.to_string() }
+        env.add_template_owned(names(part), part.source(template).to_string()).map_err(|e| TemplateError::Invalid {
+            key: label.to_string(),
+            part,
+            message: e.to_string(),
         })?;
     }
     Ok(())
@@ -283,11 +285,9 @@ impl TemplateStore {
     fn resolve_in(&self, snapshot: &Snapshot, report_type: &str, locale: Option<&str>) -> Option<TemplateKey> {
         let default = self.default_locale.as_str();
         let locale = locale.map(str::trim).filter(|l| !l.is_empty()).unwrap_or(default);
-        let candidates = [(report_type, locale), (report_type, default), (ANY_REPORT_TYPE, locale), (ANY_REPORT_TYPE, default)];
-        candidates
-            .into_iter()
-            .map(|(t, l)| TemplateKey::new(t, l))
-            .find(|key| snapshot.sources.contains_key(key))
+        let candidates =
+            [(report_type, locale), (report_type, default), (ANY_REPORT_TYPE, locale), (ANY_REPORT_TYPE, default)];
+        candidates.into_iter().map(|(t, l)| TemplateKey::new(t, l)).find(|key| snapshot.sources.contains_key(key))
     }
 
     /// Renders the template chosen for `report_type` and `locale` with `context`. The subject is
@@ -357,8 +357,8 @@ pub fn sample_context() -> serde_json::Value {
             }
         }
     });
-    let mut context = crate::email::message::TemplateContext::from_payload(&payload)
-        .expect("the sample payload is an object");
+    let mut context =
+        crate::email::message::TemplateContext::from_payload(&payload).expect("the sample payload is an object");
     context.set_attachment_name("sample.pdf");
     context.into_value()
 }
