@@ -8,10 +8,11 @@
 //! `D` when they have none): `(T, L)` → `(T, D)` → `("*", L)` → `("*", D)` → the built-in template,
 //! so every report renders even when nobody has configured a template.
 //!
-//! Templates are checked when they are set (compiled, then rendered against a sample report), so a
-//! broken one is refused up front with the part (subject / html / text) and minijinja's error,
-//! rather than failing deliveries later. A template can still fail on a real payload (a filter on
-//! a value of the wrong type); that is a permanent delivery failure naming the template.
+//! Templates are checked when they are set (compiled, then rendered against a sample report to find
+//! unknown filters and functions), so a broken one is refused up front with the part (subject /
+//! html / text) and minijinja's error, rather than failing deliveries later. A template can still
+//! fail on a real payload (arithmetic on a value of the wrong type); that is a permanent delivery
+//! failure naming the template.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -240,10 +241,7 @@ impl TemplateStore {
         // Check on a scratch environment first, so a refused template never reaches the store.
         let mut scratch = environment();
         add_parts(&mut scratch, &label, |part| key.name(part), &template)?;
-        render_with(&scratch, &label, |part| key.name(part), &sample_context()).map_err(|e| match e {
-            TemplateError::Render { key, part, message } => TemplateError::Invalid { key, part, message },
-            other => other,
-        })?;
+        trial_render(&scratch, &label, |part| key.name(part))?;
 
         let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next = Snapshot::clone(&current);
@@ -326,6 +324,41 @@ fn render_with(
     let html = render(TemplatePart::Html, &context)?;
     let text = render(TemplatePart::Text, &context)?;
     Ok(RenderedEmail { template: label.to_string(), subject, html, text })
+}
+
+/// Renders each part against [`sample_context`] and refuses what fails the same way on any data:
+/// an unknown filter, test, function or method, a missing include, wrong argument counts. Errors
+/// that depend on the data (an operation on a value of the wrong type) are not held against the
+/// template, since it may be written for another context, a digest's for instance.
+fn trial_render(
+    env: &Environment<'static>,
+    label: &str,
+    names: impl Fn(TemplatePart) -> String,
+) -> Result<(), TemplateError> {
+    use minijinja::ErrorKind::*;
+    let context =
+        minijinja::context! { subject => "Sample report", ..minijinja::Value::from_serialize(sample_context()) };
+    for part in TemplatePart::ALL {
+        let result = env.get_template(&names(part)).and_then(|t| t.render(&context));
+        if let Err(error) = result {
+            let refuse = matches!(
+                error.kind(),
+                UnknownFilter
+                    | UnknownTest
+                    | UnknownFunction
+                    | UnknownMethod
+                    | UnknownBlock
+                    | TemplateNotFound
+                    | BadInclude
+                    | TooManyArguments
+                    | MissingArgument
+            );
+            if refuse {
+                return Err(TemplateError::Invalid { key: label.to_string(), part, message: error.to_string() });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A context shaped like a real delivery's, for checking templates when they are set.
