@@ -11,6 +11,7 @@
 
 pub mod chat;
 pub mod dashboard;
+pub mod email;
 pub mod http_classify;
 pub mod push;
 pub mod registry;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 pub use chat::{ChatConfig, ChatKind, ChatSetupError, ChatSink};
 pub use dashboard::{BoardError, DashboardNotification, DashboardSink, NotificationBoard};
 pub use push::{is_dead_token, PushConfig, PushSetupError, PushSink, PushTarget};
+pub use email::{EmailConfig, EmailSetupError, EmailSink, EmailTemplate, TemplateKey, TemplateStore};
 pub use registry::SinkRegistry;
 pub use sftp::{SftpAuth, SftpConfig, SftpSetupError, SftpSink};
 pub use webhook::{verify_signature, WebhookConfig, WebhookSetupError, WebhookSink};
@@ -92,6 +94,15 @@ pub enum Destination {
     Push {
         target: PushTarget,
     },
+    /// `to` are addresses (`a@example.com` or `Name <a@example.com>`); `locale` and `report_type`
+    /// choose the template; `attachment` is the report file, attached or (when too large) linked.
+    /// The report's fields for the templates come from the payload.
+    Email {
+        to: Vec<String>,
+        locale: Option<String>,
+        report_type: String,
+        attachment: Option<std::path::PathBuf>,
+    },
 }
 
 impl fmt::Debug for Destination {
@@ -126,6 +137,13 @@ impl fmt::Debug for Destination {
                 .field("link", link)
                 .finish(),
             Destination::Push { target } => f.debug_struct("Push").field("target", target).finish(),
+            Destination::Email { to, locale, report_type, attachment } => f
+                .debug_struct("Email")
+                .field("to", to)
+                .field("locale", locale)
+                .field("report_type", report_type)
+                .field("attachment", attachment)
+                .finish(),
         }
     }
 }

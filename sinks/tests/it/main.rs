@@ -3,6 +3,7 @@
 
 mod chat;
 mod dashboard;
+mod email;
 mod push;
 mod receiver;
 mod sftp;
