@@ -1,5 +1,6 @@
 //! Typed, layered configuration: defaults, then `repdist.toml` (or `--config FILE`), then `REPDIST_*`
-//! environment variables (`__` separates nested keys: `REPDIST_RETRY__MAX_ATTEMPTS=5`), then
+//! environment variables (`__` separates nested keys: `REPDIST_RETRY__MAX_ATTEMPTS=5`; `REPDIST_DATABASE_URL`
+//! is `storage.database_url`), then
 //! command-line flags. Every key is checked at load; an error names it.
 
 use std::net::SocketAddr;
@@ -136,17 +137,33 @@ impl Default for IngestConfig {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `true`: every commit is fsynced (durable across power loss). `false`: WAL `synchronous=NORMAL`,
-    /// durable across process crashes only, faster.
+    /// durable across process crashes only, faster. (Embedded SQLite only.)
     pub fsync: bool,
+    /// `postgres://user:password@host:5432/db`: keep state in PostgreSQL. Unset: the embedded SQLite
+    /// database under `data_dir`. Also read from `REPDIST_DATABASE_URL`. Never logged with its password.
+    pub database_url: Option<String>,
+    /// Most PostgreSQL connections held open (the group commit takes one, reads share the rest).
+    pub pool_size: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { fsync: true }
+        StorageConfig { fsync: true, database_url: None, pool_size: 10 }
+    }
+}
+
+/// By hand so that the database password never reaches a log through `{:?}`.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("fsync", &self.fsync)
+            .field("database_url", &self.database_url.as_deref().map(crate::store::redacted_url))
+            .field("pool_size", &self.pool_size)
+            .finish()
     }
 }
 
@@ -168,7 +185,7 @@ impl Config {
             None => figment = figment.merge(Toml::file("repdist.toml")),
         }
         let config: Config = figment
-            .merge(Env::prefixed("REPDIST_").split("__"))
+            .merge(env())
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -200,6 +217,23 @@ impl Config {
         if self.stats_window < Duration::from_secs(1) {
             return invalid("stats_window", "must be at least 1s");
         }
+        if let Some(url) = &self.storage.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) || url::Url::parse(url).is_err() {
+                return invalid("storage.database_url", "must be a postgres:// URL (leave it unset for the embedded SQLite database)");
+            }
+        }
+        if self.storage.pool_size == 0 {
+            return invalid("storage.pool_size", "must be at least 1");
+        }
         Ok(())
     }
+}
+
+/// `REPDIST_*` variables, `__` for nesting. `REPDIST_DATABASE_URL` (the conventional name) sets
+/// `storage.database_url`; `REPDIST_TEST_DATABASE_URL` belongs to the test suite, not the service.
+fn env() -> Env {
+    Env::prefixed("REPDIST_")
+        .ignore(&["test_database_url"])
+        .map(|key| if key == "database_url" { "storage.database_url".into() } else { key.into() })
+        .split("__")
 }

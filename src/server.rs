@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -39,9 +38,8 @@ pub struct Server {
 /// Opens the store, replays unfinished work, and starts serving.
 pub async fn start(config: Config) -> Result<Server, ServerError> {
     config.validate().map_err(|e| ServerError::Http(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.data_dir, SqliteOptions { synchronous_full: config.storage.fsync }).await?,
-    );
+    let store = crate::store::open(&config).await?;
+    let backend = store.backend();
     let runtime = Arc::new(Runtime::start(&config, store).await?);
     let state = AppState {
         runtime: runtime.clone(),
@@ -59,7 +57,13 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
     });
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), workers = config.workers, "repdist serving");
+    match &config.storage.database_url {
+        Some(url) => {
+            let database = crate::store::redacted_url(url);
+            tracing::info!(%http_addr, backend, %database, workers = config.workers, "repdist serving")
+        }
+        None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, "repdist serving"),
+    }
     Ok(Server { http_addr, runtime, stop_http, http })
 }
 
