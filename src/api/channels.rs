@@ -41,7 +41,7 @@ fn check_channel_id(id: &str) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/reporting/channels", tag = "channels",
-    responses((status = 200, description = "Every channel config, oldest first, secrets masked", body = [StoredChannel])))]
+    responses((status = 200, description = "Every channel config by channel_id, secrets masked", body = [StoredChannel])))]
 pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<StoredChannel>>, ApiError> {
     let channels = app.runtime.store().channels().await?;
     Ok(Json(channels.into_iter().map(StoredChannel::redacted).collect()))

@@ -9,6 +9,7 @@ pub mod channels;
 mod codec;
 pub mod postgres;
 pub mod sqlite;
+mod versions;
 
 use std::sync::Arc;
 
@@ -284,7 +285,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn recovery_state(&self) -> Result<RecoveryState, StoreError>;
 
-    /// Every configured delivery channel, oldest first.
+    /// Every configured delivery channel, by `channel_id`.
     async fn channels(&self) -> Result<Vec<StoredChannel>, StoreError>;
     async fn channel(&self, channel_id: &str) -> Result<Option<StoredChannel>, StoreError>;
     /// Stores a new channel; `None` when `channel_id` is taken (nothing is changed then).

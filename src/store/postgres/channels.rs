@@ -18,7 +18,7 @@ fn from_row(row: &PgRow) -> Result<StoredChannel, StoreError> {
 }
 
 pub(super) async fn list(pool: &PgPool) -> Result<Vec<StoredChannel>, StoreError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM delivery_channels ORDER BY created_at, channel_id COLLATE \"C\""))
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM delivery_channels ORDER BY channel_id COLLATE \"C\""))
         .fetch_all(pool)
         .await?;
     rows.iter().map(from_row).collect()

@@ -324,20 +324,7 @@ impl Store for PostgresStore {
             let body: ReportSubscription = parse_json("subscription version", &id, &row.try_get::<String, _>("body")?)?;
             versions.entry(id).or_default().push((row.try_get::<i64, _>("changed_at")? as Time, body));
         }
-        for list in versions.into_values() {
-            for (i, (from, version)) in list.iter().enumerate() {
-                let until = list.get(i + 1).map(|(t, _)| *t);
-                let relevant = match (until, earliest) {
-                    (None, _) => true,
-                    (Some(until), Some(earliest)) => until > earliest,
-                    (Some(_), None) => false,
-                };
-                if version.status == SubscriptionStatus::Active && relevant {
-                    state.subscription_versions.push((version.clone(), *from, until));
-                }
-            }
-        }
-        state.subscription_versions.sort_by_key(|(_, from, _)| *from);
+        state.subscription_versions = super::versions::in_effect(versions, earliest);
 
         for row in sqlx::query("SELECT delivery_id, task::text AS task, due FROM pending_deliveries ORDER BY due").fetch_all(&self.pool).await? {
             let id: String = row.try_get("delivery_id")?;

@@ -23,7 +23,7 @@ fn from_row(row: &SqliteRow) -> Result<StoredChannel, StoreError> {
 }
 
 pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<StoredChannel>, StoreError> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM delivery_channels ORDER BY created_at, channel_id")).fetch_all(pool).await?;
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM delivery_channels ORDER BY channel_id")).fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
 }
 
