@@ -5,8 +5,12 @@
 
 mod backend;
 mod channels;
+mod channels_api;
 mod fixtures;
 mod reads;
+#[path = "../it/receiver.rs"]
+#[allow(dead_code)]
+mod receiver;
 mod recovery;
 mod server_postgres;
 mod writes;
