@@ -15,9 +15,11 @@ struct Api {
 impl Api {
     async fn start() -> Api {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = repdist::config::Config::default();
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.data_dir = data_dir.path().to_path_buf();
+        let mut config = repdist::config::Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            ..Default::default()
+        };
         config.storage.fsync = false;
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}/api/v1/reporting", server.http_addr());

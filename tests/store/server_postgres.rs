@@ -75,6 +75,8 @@ async fn serve(database_url: &str, data_dir: &std::path::Path) -> Serving {
         .arg(data_dir)
         .env("REPDIST_DATABASE_URL", database_url)
         .env("REPDIST_ALLOW_PRIVATE_WEBHOOKS", "true")
+        // Set by `scripts/services up` for the test suite; the service must ignore it.
+        .env("REPDIST_TEST_DATABASE_URL", "postgres://not-this-one@127.0.0.1:1/nope")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
