@@ -40,6 +40,21 @@ fn check_channel_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// PostgreSQL cannot store U+0000 in text or JSONB: refuse it up front, naming where it is.
+fn check_no_nul(path: &str, value: &Value) -> Result<(), ApiError> {
+    match value {
+        Value::String(s) if s.contains('\0') => Err(ApiError::invalid(path, "must not contain U+0000")),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| check_no_nul(&format!("{path}[{i}]"), v)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return Err(ApiError::invalid(path, "keys must not contain U+0000"));
+            }
+            check_no_nul(&format!("{path}.{k}"), v)
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/reporting/channels", tag = "channels",
     responses((status = 200, description = "Every channel config by channel_id, secrets masked", body = [StoredChannel])))]
 pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<StoredChannel>>, ApiError> {
@@ -56,6 +71,7 @@ pub async fn create(
     JsonBody(request): JsonBody<ChannelRequest>,
 ) -> Result<(StatusCode, Json<StoredChannel>), ApiError> {
     check_channel_id(&request.channel_id)?;
+    check_no_nul("channel_config", &Value::Object(request.channel_config.clone()))?;
     let channel = NewChannel {
         channel_id: request.channel_id,
         channel_type: request.channel_type,

@@ -93,7 +93,8 @@ async fn channel_configs_are_created_listed_toggled_and_masked() {
     let (status, body) = api.get("/channels/nope").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 
-    let bad: [(Value, &str); 7] = [
+    let bad: [(Value, &str); 8] = [
+        (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": {"tls": {"ca": ["ok", "a\u{0}b"]}}}), "channel_config.tls.ca[1]"),
         (json!({"channel_id": "x", "channel_type": "CARRIER_PIGEON", "channel_config": {}}), "channel_type"),
         (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": "host=smtp"}), "channel_config"),
         (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": []}), "channel_config"),
