@@ -1,5 +1,6 @@
 //! Typed, layered configuration: defaults, then `repdist.toml` (or `--config FILE`), then `REPDIST_*`
-//! environment variables (`__` separates nested keys: `REPDIST_RETRY__MAX_ATTEMPTS=5`), then
+//! environment variables (`__` separates nested keys: `REPDIST_RETRY__MAX_ATTEMPTS=5`; `REPDIST_DATABASE_URL`
+//! is `storage.database_url`), then
 //! command-line flags. Every key is checked at load; an error names it.
 
 use std::net::SocketAddr;
@@ -139,17 +140,33 @@ impl Default for IngestConfig {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `true`: every commit is fsynced (durable across power loss). `false`: WAL `synchronous=NORMAL`,
-    /// durable across process crashes only, faster.
+    /// durable across process crashes only, faster. (Embedded SQLite only.)
     pub fsync: bool,
+    /// `postgres://user:password@host:5432/db`: keep state in PostgreSQL. Unset: the embedded SQLite
+    /// database under `data_dir`. Also read from `REPDIST_DATABASE_URL`. Never logged with its password.
+    pub database_url: Option<String>,
+    /// Most PostgreSQL connections held open (the group commit takes one, reads share the rest).
+    pub pool_size: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { fsync: true }
+        StorageConfig { fsync: true, database_url: None, pool_size: 10 }
+    }
+}
+
+/// By hand so that the database password never reaches a log through `{:?}`.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("fsync", &self.fsync)
+            .field("database_url", &self.database_url.as_deref().map(crate::store::redacted_url))
+            .field("pool_size", &self.pool_size)
+            .finish()
     }
 }
 
@@ -171,8 +188,7 @@ impl Config {
             None => figment = figment.merge(Toml::file("repdist.toml")),
         }
         let config: Config = figment
-            .merge(Env::prefixed("REPDIST_").split("__").filter(|key| !SHORT_NAMES.iter().any(|(short, _)| key == *short)))
-            .merge(short_names())
+            .merge(env())
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -208,19 +224,31 @@ impl Config {
         if self.stats_window < Duration::from_secs(1) {
             return invalid("stats_window", "must be at least 1s");
         }
+        if let Some(url) = &self.storage.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) || url::Url::parse(url).is_err() {
+                return invalid("storage.database_url", "must be a postgres:// URL (leave it unset for the embedded SQLite database)");
+            }
+        }
+        if self.storage.pool_size == 0 {
+            return invalid("storage.pool_size", "must be at least 1");
+        }
         Ok(())
     }
 }
 
 /// Environment variables that switch a part on, with the config key each sets: the names operators
-/// expect (`REPDIST_KAFKA_BROKERS`), not the nested form (`REPDIST_KAFKA__BROKERS`, also accepted).
-const SHORT_NAMES: &[(&str, &str)] = &[("kafka_brokers", "kafka.brokers")];
+/// expect (`REPDIST_DATABASE_URL`, `REPDIST_KAFKA_BROKERS`) rather than the nested form
+/// (`REPDIST_KAFKA__BROKERS`, also accepted).
+const SHORT_NAMES: &[(&str, &str)] = &[("database_url", "storage.database_url"), ("kafka_brokers", "kafka.brokers")];
 
-fn short_names() -> Env {
+/// `REPDIST_*` variables, `__` for nesting, the short names above mapped to their keys. The
+/// `REPDIST_TEST_*` variables belong to the test suite, not the service.
+fn env() -> Env {
     Env::prefixed("REPDIST_")
-        .filter(|key| SHORT_NAMES.iter().any(|(short, _)| key == *short))
-        .map(|key| {
-            let nested = SHORT_NAMES.iter().find(|(short, _)| key == *short).map(|(_, nested)| *nested).unwrap_or_default();
-            nested.into()
+        .ignore(&["test_database_url", "test_kafka_brokers"])
+        .map(|key| match SHORT_NAMES.iter().find(|(short, _)| key == *short) {
+            Some((_, nested)) => (*nested).into(),
+            None => key.into(),
         })
+        .split("__")
 }

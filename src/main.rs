@@ -1,4 +1,5 @@
-//! The `repdist` binary: `serve` runs the service, `demo` runs it end to end on embedded defaults.
+//! The `repdist` binary: `serve` runs the service, `migrate` prepares its database, `demo` runs it
+//! end to end on embedded defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +19,23 @@ struct Cli {
 enum Command {
     /// Run the service: REST + WebSocket API, dataflow, delivery.
     Serve(ServeArgs),
+    /// Apply pending database migrations and exit (`serve` also applies them at start).
+    Migrate(MigrateArgs),
     /// Run the whole service in-process against local receivers and report what happened.
     Demo(repdist::demo::DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// A TOML configuration file (default: ./repdist.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// PostgreSQL to migrate (default: storage.database_url / REPDIST_DATABASE_URL).
+    #[arg(long, conflicts_with = "data_dir")]
+    database_url: Option<String>,
+    /// Migrate the embedded SQLite database in this directory instead.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(args).await,
             Command::Demo(args) => {
                 let json = args.json;
                 let summary = repdist::demo::run(args).await?;
@@ -63,7 +80,7 @@ fn main() -> anyhow::Result<()> {
 
 fn default_log_filter(command: &Command) -> &'static str {
     match command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Migrate(_) => "info",
         Command::Demo(_) => "warn",
     }
 }
@@ -86,6 +103,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing attempts under way");
     server.shutdown().await.context("shutting down")?;
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(url) = args.database_url {
+        config.storage.database_url = Some(url);
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+        config.storage.database_url = None;
+    }
+    config.validate()?;
+    let target = match &config.storage.database_url {
+        Some(url) => repdist::store::redacted_url(url),
+        None => config.data_dir.join("repdist.db").display().to_string(),
+    };
+    repdist::store::open(&config).await.with_context(|| format!("migrating {target}"))?;
+    println!("migrated {target}");
     Ok(())
 }
 

@@ -12,8 +12,7 @@ use crate::api::{self, AppState};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -43,9 +42,8 @@ pub struct Server {
 /// Opens the store, replays unfinished work, and starts serving.
 pub async fn start(config: Config) -> Result<Server, ServerError> {
     config.validate().map_err(|e| ServerError::Http(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.data_dir, SqliteOptions { synchronous_full: config.storage.fsync }).await?,
-    );
+    let store = crate::store::open(&config).await?;
+    let backend = store.backend();
     let runtime = Arc::new(Runtime::start(&config, store).await?);
     let bus = Bus::start(&config, runtime.clone()).await?;
     let state = AppState {
@@ -64,7 +62,13 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
     });
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), workers = config.workers, "repdist serving");
+    match &config.storage.database_url {
+        Some(url) => {
+            let database = crate::store::redacted_url(url);
+            tracing::info!(%http_addr, backend, %database, workers = config.workers, bus = bus.name(), "repdist serving")
+        }
+        None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), "repdist serving"),
+    }
     Ok(Server { http_addr, runtime, bus, stop_http, http })
 }
 

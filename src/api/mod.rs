@@ -2,6 +2,7 @@
 //! `/api/v1/openapi.json`.
 
 pub mod body;
+pub mod channels;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod error;
@@ -40,7 +41,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{delivery_id}/replay", post(dead_letters::replay))
         .route("/notifications/{subscriber_id}", get(notifications::list))
-        .route("/stream", get(stream::stream));
+        .route("/stream", get(stream::stream))
+        .route("/channels", get(channels::list).post(channels::create))
+        .route("/channels/{channel_id}", get(channels::get))
+        .route("/channels/{channel_id}/enable", post(channels::enable))
+        .route("/channels/{channel_id}/disable", post(channels::disable));
     Router::new()
         .nest("/api/v1/reporting", reporting)
         .route("/api/v1/openapi.json", get(ops::openapi))

@@ -1,9 +1,17 @@
-//! Durable state behind one trait: the embedded SQLite store today, PostgreSQL later, same tests.
+//! Durable state behind one trait, two backends run by one test suite (`tests/store/`): the
+//! embedded SQLite store (the default, under the data directory) and PostgreSQL (`database_url`).
 //!
-//! The runtime's core loop is the only writer: each turn it hands one [`WriteBatch`] to
-//! [`Store::apply`], which commits it in one transaction (group commit). Reads may come from anywhere.
+//! The runtime's core loop is the only writer of delivery state: each turn it hands one
+//! [`WriteBatch`] to [`Store::apply`], which commits it in one transaction (group commit). Reads may
+//! come from anywhere. Delivery channel configs and notifications are written directly.
 
+pub mod channels;
+mod codec;
+pub mod postgres;
 pub mod sqlite;
+mod versions;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,6 +22,10 @@ use dataflows::subscription::ReportSubscription;
 use dataflows::Time;
 use serde::Serialize;
 
+pub use channels::{NewChannel, StoredChannel};
+
+use crate::config::Config;
+
 /// Failures of the storage layer. Callers treat them as "not durable": nothing is acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,6 +35,42 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    #[error("invalid database URL {url}: {message}")]
+    Url { url: String, message: String },
+}
+
+/// Opens the configured backend, applying pending migrations: PostgreSQL when `storage.database_url`
+/// is set, else the embedded SQLite database under `data_dir`.
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    match &config.storage.database_url {
+        Some(url) => {
+            let options = postgres::PostgresOptions { max_connections: config.storage.pool_size };
+            Ok(Arc::new(postgres::PostgresStore::open(url, options).await?))
+        }
+        None => {
+            let options = sqlite::SqliteOptions { synchronous_full: config.storage.fsync };
+            Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir, options).await?))
+        }
+    }
+}
+
+/// A database URL fit for logs: the password (in the authority or a `password=` parameter) masked.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else { return "<unparseable database URL>".to_string() };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("********"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "********".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// A report accepted by the sequencer at dataflow time `accepted_at`.
@@ -205,6 +253,9 @@ pub struct RecoveryState {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for health and logs.
+    fn backend(&self) -> &'static str;
+
     /// Commits the batch in one transaction; on error nothing of it is durable.
     async fn apply(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError>;
 
@@ -233,4 +284,28 @@ pub trait Store: Send + Sync + 'static {
     async fn stats_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredStats>, StoreError>;
 
     async fn recovery_state(&self) -> Result<RecoveryState, StoreError>;
+
+    /// Every configured delivery channel, by `channel_id`.
+    async fn channels(&self) -> Result<Vec<StoredChannel>, StoreError>;
+    async fn channel(&self, channel_id: &str) -> Result<Option<StoredChannel>, StoreError>;
+    /// Stores a new channel; `None` when `channel_id` is taken (nothing is changed then).
+    async fn create_channel(&self, channel: &NewChannel) -> Result<Option<StoredChannel>, StoreError>;
+    /// Enables or disables a channel; `None` when there is no such channel.
+    async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        let shown = redacted_url("postgres://repdist:s3cr3t@db.internal:5432/repdist?sslmode=require");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("repdist:********@db.internal:5432/repdist"), "{shown}");
+        let shown = redacted_url("postgres://db.internal/repdist?user=a&password=hunter2");
+        assert!(!shown.contains("hunter2") && shown.contains("user=a"), "{shown}");
+        assert_eq!(redacted_url("postgres://postgres@127.0.0.1:5432/postgres"), "postgres://postgres@127.0.0.1:5432/postgres");
+        assert!(!redacted_url("not a url with s3cr3t").contains("s3cr3t"));
+    }
 }

@@ -1,0 +1,116 @@
+//! Server-side delivery channel configs (`delivery_channels`): the SMTP relay, SFTP hosts and push
+//! credentials the channels use. Created, listed, enabled and disabled here; secrets in a config are
+//! write-only (every answer masks them).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use dataflows::delivery::DeliveryChannel;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::body::JsonBody;
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::store::{NewChannel, StoredChannel};
+
+/// A channel config as a client sends it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRequest {
+    /// Unique, 1 to 100 characters of `A-Z a-z 0-9 _ - .` (it appears in URLs).
+    pub channel_id: String,
+    /// One of the spec's delivery channels, e.g. `EMAIL`, `SFTP`, `MOBILE_PUSH`.
+    pub channel_type: DeliveryChannel,
+    /// The channel's settings as a JSON object, e.g. `{"host": "smtp.example.com", "port": 587,
+    /// "username": "mailer", "password": "..."}`.
+    #[schema(value_type = Object)]
+    pub channel_config: Map<String, Value>,
+    /// Default `true`.
+    pub enabled: Option<bool>,
+}
+
+fn check_channel_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 100 {
+        return Err(ApiError::invalid("channel_id", "must be 1 to 100 characters"));
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(ApiError::invalid("channel_id", "may contain only A-Z, a-z, 0-9, `_`, `-` and `.`"));
+    }
+    Ok(())
+}
+
+/// PostgreSQL cannot store U+0000 in text or JSONB: refuse it up front, naming where it is.
+fn check_no_nul(path: &str, value: &Value) -> Result<(), ApiError> {
+    match value {
+        Value::String(s) if s.contains('\0') => Err(ApiError::invalid(path, "must not contain U+0000")),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| check_no_nul(&format!("{path}[{i}]"), v)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return Err(ApiError::invalid(path, "keys must not contain U+0000"));
+            }
+            check_no_nul(&format!("{path}.{k}"), v)
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/reporting/channels", tag = "channels",
+    responses((status = 200, description = "Every channel config by channel_id, secrets masked", body = [StoredChannel])))]
+pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<StoredChannel>>, ApiError> {
+    let channels = app.runtime.store().channels().await?;
+    Ok(Json(channels.into_iter().map(StoredChannel::redacted).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/reporting/channels", tag = "channels", request_body = ChannelRequest,
+    responses((status = 201, description = "Created (secrets masked in the answer)", body = StoredChannel),
+              (status = 409, description = "The channel_id is taken", body = ErrorBody),
+              (status = 422, description = "Invalid field", body = ErrorBody)))]
+pub async fn create(
+    State(app): State<AppState>,
+    JsonBody(request): JsonBody<ChannelRequest>,
+) -> Result<(StatusCode, Json<StoredChannel>), ApiError> {
+    check_channel_id(&request.channel_id)?;
+    check_no_nul("channel_config", &Value::Object(request.channel_config.clone()))?;
+    let channel = NewChannel {
+        channel_id: request.channel_id,
+        channel_type: request.channel_type,
+        channel_config: request.channel_config,
+        enabled: request.enabled.unwrap_or(true),
+    };
+    match app.runtime.store().create_channel(&channel).await? {
+        Some(stored) => Ok((StatusCode::CREATED, Json(stored.redacted()))),
+        None => Err(ApiError::conflict(format!("channel `{}` exists", channel.channel_id))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/reporting/channels/{channel_id}", tag = "channels",
+    params(("channel_id" = String, Path)),
+    responses((status = 200, description = "The channel config, secrets masked", body = StoredChannel), (status = 404, body = ErrorBody)))]
+pub async fn get(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<StoredChannel>, ApiError> {
+    match app.runtime.store().channel(&channel_id).await? {
+        Some(stored) => Ok(Json(stored.redacted())),
+        None => Err(ApiError::not_found("channel", &channel_id)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/reporting/channels/{channel_id}/enable", tag = "channels",
+    params(("channel_id" = String, Path)),
+    responses((status = 200, body = StoredChannel), (status = 404, body = ErrorBody)))]
+pub async fn enable(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<StoredChannel>, ApiError> {
+    set_enabled(&app, channel_id, true).await
+}
+
+#[utoipa::path(post, path = "/api/v1/reporting/channels/{channel_id}/disable", tag = "channels",
+    params(("channel_id" = String, Path)),
+    responses((status = 200, body = StoredChannel), (status = 404, body = ErrorBody)))]
+pub async fn disable(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<StoredChannel>, ApiError> {
+    set_enabled(&app, channel_id, false).await
+}
+
+async fn set_enabled(app: &AppState, channel_id: String, enabled: bool) -> Result<Json<StoredChannel>, ApiError> {
+    match app.runtime.store().set_channel_enabled(&channel_id, enabled).await? {
+        Some(stored) => Ok(Json(stored.redacted())),
+        None => Err(ApiError::not_found("channel", &channel_id)),
+    }
+}

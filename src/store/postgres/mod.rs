@@ -1,0 +1,359 @@
+//! The PostgreSQL store (`storage.database_url`): the spec's command-side schema plus the same
+//! durability tables as the embedded store, one connection pool for the group commit and reads.
+//! Semantics match [`SqliteStore`](super::sqlite::SqliteStore) exactly; `tests/store/` runs one
+//! suite against both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dataflows::delivery::{DeliveryChannel, DeliveryState, DeliveryTask};
+use dataflows::report::ReportDistribution;
+use dataflows::subscription::{ReportSubscription, SubscriptionStatus};
+use dataflows::Time;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::codec::{corrupt, parse_json, to_datetime};
+use super::*;
+
+mod channels;
+mod write;
+
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// Most connections held open.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { max_connections: 10 }
+    }
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies pending migrations (concurrent starts serialise on sqlx's advisory lock).
+    pub async fn open(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url { url: redacted_url(url), message: e.to_string() })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        tracing::info!(database = %redacted_url(url), pool = options.max_connections, "PostgreSQL store open");
+        Ok(PostgresStore { pool })
+    }
+
+    /// Closes every connection (a later [`PostgresStore::open`] of the same database starts afresh).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "subscription_id, subscriber_id, subscriber_type, report_types::text AS report_types,
+    delivery_preferences::text AS delivery_preferences, filters::text AS filters, COALESCE(status, 'active') AS status,
+    COALESCE(created_at, updated_at) AS created_at, subscription_type, updated_at";
+
+fn subscription_from_row(row: &PgRow) -> Result<StoredSubscription, StoreError> {
+    let id: String = row.try_get("subscription_id")?;
+    let report_types = parse_json("subscription", &id, &row.try_get::<String, _>("report_types")?)?;
+    let delivery_preferences = parse_json("subscription", &id, &row.try_get::<String, _>("delivery_preferences")?)?;
+    let filters = match row.try_get::<Option<String>, _>("filters")? {
+        Some(text) => parse_json("subscription", &id, &text)?,
+        None => Default::default(),
+    };
+    let status: String = row.try_get("status")?;
+    let status = match status.as_str() {
+        "active" => SubscriptionStatus::Active,
+        "paused" => SubscriptionStatus::Paused,
+        "cancelled" => SubscriptionStatus::Cancelled,
+        other => return Err(corrupt("subscription", &id, format!("unknown status {other}"))),
+    };
+    let subscription_type = parse_json("subscription", &id, &format!("\"{}\"", row.try_get::<String, _>("subscription_type")?))?;
+    Ok(StoredSubscription {
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        subscription: ReportSubscription {
+            subscription_id: id.clone(),
+            subscriber_id: row.try_get("subscriber_id")?,
+            subscriber_type: row.try_get("subscriber_type")?,
+            subscription_type,
+            report_types,
+            delivery_preferences,
+            filters,
+            status,
+        },
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn apply(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        let mut tx = self.pool.begin().await?;
+        write::reports(&mut tx, batch, &mut outcome).await?;
+        write::subscriptions(&mut tx, batch).await?;
+        write::expansions(&mut tx, batch, &mut outcome).await?;
+        write::attempts(&mut tx, batch).await?;
+        write::retries_and_dead_letters(&mut tx, batch).await?;
+        write::stats(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn subscription(&self, subscription_id: &str) -> Result<Option<StoredSubscription>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {SUBSCRIPTION_COLUMNS} FROM report_subscriptions WHERE subscription_id = $1"))
+            .bind(subscription_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(subscription_from_row).transpose()
+    }
+
+    async fn subscriptions_of(&self, subscriber_id: &str) -> Result<Vec<StoredSubscription>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM report_subscriptions WHERE subscriber_id = $1
+             ORDER BY COALESCE(created_at, updated_at), subscription_id COLLATE \"C\""
+        ))
+        .bind(subscriber_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    async fn delivery_status(&self, delivery_id: &str) -> Result<Option<DeliveryStatus>, StoreError> {
+        let row = sqlx::query(
+            "SELECT delivery_id, subscription_id, report_id, channel, status, delivery_time, COALESCE(retry_count, 0) AS retry_count, error_details
+             FROM delivery_history WHERE delivery_id = $1",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let channel: String = row.try_get("channel")?;
+        let status: String = row.try_get("status")?;
+        Ok(Some(DeliveryStatus {
+            delivery_id: row.try_get("delivery_id")?,
+            subscription_id: row.try_get("subscription_id")?,
+            report_id: row.try_get("report_id")?,
+            channel: DeliveryChannel::parse(&channel).ok_or_else(|| corrupt("delivery", delivery_id, "unknown channel"))?,
+            status: DeliveryState::parse(&status).ok_or_else(|| corrupt("delivery", delivery_id, "unknown status"))?,
+            delivery_time: row.try_get("delivery_time")?,
+            retry_count: row.try_get::<i32, _>("retry_count")?.max(0) as u32,
+            error_details: row.try_get("error_details")?,
+        }))
+    }
+
+    async fn deliveries_of_event(&self, event_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let row = sqlx::query("SELECT expanded, report_id FROM report_events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        if !row.try_get::<bool, _>("expanded")? {
+            return Ok(None);
+        }
+        let report_id: String = row.try_get("report_id")?;
+        // Ids come from the report, so an event for an already-published report shares its ids.
+        // Byte order (COLLATE "C"), as the sequencer sorts a fresh answer.
+        let ids = sqlx::query_scalar(
+            "SELECT delivery_id FROM delivery_history WHERE event_id = $1 OR report_id = $2 ORDER BY delivery_id COLLATE \"C\"",
+        )
+        .bind(event_id)
+        .bind(report_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(ids))
+    }
+
+    async fn dead_letters(&self, limit: u32, after: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT delivery_id, task::text AS task, reason, attempts, dead_lettered_at FROM dead_letters
+             WHERE $1::text IS NULL OR seq > COALESCE((SELECT seq FROM dead_letters WHERE delivery_id = $1), 0)
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("delivery_id")?;
+                let task: DeliveryTask = parse_json("dead letter", &id, &row.try_get::<String, _>("task")?)?;
+                Ok(DeadLetter {
+                    delivery_id: id,
+                    subscription_id: task.subscription_id,
+                    subscriber_id: task.subscriber_id,
+                    report_id: task.report.report_data.report_id,
+                    event_id: task.report.event_id,
+                    channel: task.channel,
+                    reason: row.try_get("reason")?,
+                    attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+                    dead_lettered_at: to_datetime(row.try_get::<i64, _>("dead_lettered_at")? as Time),
+                })
+            })
+            .collect()
+    }
+
+    async fn dead_letter_task(&self, delivery_id: &str) -> Result<Option<DeliveryTask>, StoreError> {
+        let task: Option<String> = sqlx::query_scalar("SELECT task::text FROM dead_letters WHERE delivery_id = $1")
+            .bind(delivery_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        task.map(|t| parse_json("dead letter", delivery_id, &t)).transpose()
+    }
+
+    async fn insert_notification(&self, notification: &Notification) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO notifications (notification_id, subscriber_id, subscription_id, report_id, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT (notification_id) DO NOTHING",
+        )
+        .bind(&notification.notification_id)
+        .bind(&notification.subscriber_id)
+        .bind(&notification.subscription_id)
+        .bind(&notification.report_id)
+        .bind(notification.payload.to_string())
+        .bind(notification.created_at.timestamp_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn notifications_of(&self, subscriber_id: &str, limit: u32) -> Result<Vec<Notification>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT notification_id, subscriber_id, subscription_id, report_id, payload::text AS payload, created_at FROM notifications
+             WHERE subscriber_id = $1 ORDER BY created_at DESC, notification_id COLLATE \"C\" LIMIT $2",
+        )
+        .bind(subscriber_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("notification_id")?;
+                Ok(Notification {
+                    payload: parse_json("notification", &id, &row.try_get::<String, _>("payload")?)?,
+                    notification_id: id,
+                    subscriber_id: row.try_get("subscriber_id")?,
+                    subscription_id: row.try_get("subscription_id")?,
+                    report_id: row.try_get("report_id")?,
+                    created_at: to_datetime(row.try_get::<i64, _>("created_at")? as Time),
+                })
+            })
+            .collect()
+    }
+
+    async fn delivery_summary(&self) -> Result<DeliverySummary, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, status, COUNT(*) AS n, SUM(COALESCE(retry_count, 0))::int8 AS retries FROM delivery_history GROUP BY channel, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut summary = DeliverySummary::default();
+        for row in rows {
+            let channel: String = row.try_get("channel")?;
+            let status: String = row.try_get("status")?;
+            let n = row.try_get::<i64, _>("n")? as u64;
+            summary.total += n;
+            summary.retries += row.try_get::<Option<i64>, _>("retries")?.unwrap_or(0) as u64;
+            let states = summary.by_channel.entry(channel).or_insert_with(|| {
+                [DeliveryState::Pending, DeliveryState::Retrying, DeliveryState::Delivered, DeliveryState::DeadLettered]
+                    .iter()
+                    .map(|s| (s.as_str().to_string(), 0))
+                    .collect::<BTreeMap<_, _>>()
+            });
+            *states.entry(status).or_default() += n;
+        }
+        Ok(summary)
+    }
+
+    async fn stats_since(&self, since: DateTime<Utc>) -> Result<Vec<StoredStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT window_start_us, report_type, channel, COALESCE(deliveries_attempted, 0)::int8 AS attempted,
+               COALESCE(deliveries_successful, 0)::int8 AS successful, COALESCE(deliveries_failed, 0)::int8 AS failed,
+               avg_delivery_time_ms, p99_delivery_time_ms
+             FROM distribution_stats WHERE window_start_us >= $1 ORDER BY window_start_us, report_type COLLATE \"C\", channel COLLATE \"C\"",
+        )
+        .bind(since.timestamp_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredStats {
+                    timestamp: to_datetime(row.try_get::<i64, _>("window_start_us")? as Time),
+                    report_type: row.try_get("report_type")?,
+                    channel: row.try_get("channel")?,
+                    deliveries_attempted: row.try_get::<i64, _>("attempted")?.max(0) as u64,
+                    deliveries_successful: row.try_get::<i64, _>("successful")?.max(0) as u64,
+                    deliveries_failed: row.try_get::<i64, _>("failed")?.max(0) as u64,
+                    avg_delivery_time_ms: row.try_get("avg_delivery_time_ms")?,
+                    p99_delivery_time_ms: row.try_get("p99_delivery_time_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn recovery_state(&self) -> Result<RecoveryState, StoreError> {
+        let mut state = RecoveryState::default();
+        let unexpanded = sqlx::query("SELECT event_id, accepted_at, payload::text AS payload FROM report_events WHERE NOT expanded ORDER BY accepted_at, seq")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in unexpanded {
+            let id: String = row.try_get("event_id")?;
+            let event: ReportDistribution = parse_json("report event", &id, &row.try_get::<String, _>("payload")?)?;
+            state.unexpanded_reports.push(NewReport { event, accepted_at: row.try_get::<i64, _>("accepted_at")? as Time });
+        }
+        let earliest = state.unexpanded_reports.first().map(|r| r.accepted_at);
+
+        // Versions by subscription, in order; each is valid until the next one.
+        let mut versions: HashMap<String, Vec<(Time, ReportSubscription)>> = HashMap::new();
+        for row in sqlx::query("SELECT subscription_id, changed_at, body::text AS body FROM subscription_versions ORDER BY seq").fetch_all(&self.pool).await? {
+            let id: String = row.try_get("subscription_id")?;
+            let body: ReportSubscription = parse_json("subscription version", &id, &row.try_get::<String, _>("body")?)?;
+            versions.entry(id).or_default().push((row.try_get::<i64, _>("changed_at")? as Time, body));
+        }
+        state.subscription_versions = super::versions::in_effect(versions, earliest);
+
+        for row in sqlx::query("SELECT delivery_id, task::text AS task, due FROM pending_deliveries ORDER BY due").fetch_all(&self.pool).await? {
+            let id: String = row.try_get("delivery_id")?;
+            let task: DeliveryTask = parse_json("pending delivery", &id, &row.try_get::<String, _>("task")?)?;
+            state.pending_deliveries.push((task, row.try_get::<i64, _>("due")? as Time));
+        }
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT GREATEST((SELECT MAX(accepted_at) FROM report_events), (SELECT MAX(changed_at) FROM subscription_versions),
+               (SELECT MAX(due) FROM pending_deliveries), (SELECT MAX(dead_lettered_at) FROM dead_letters))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        state.last_time = last.unwrap_or(0).max(0) as Time;
+        Ok(state)
+    }
+
+    async fn channels(&self) -> Result<Vec<StoredChannel>, StoreError> {
+        channels::list(&self.pool).await
+    }
+
+    async fn channel(&self, channel_id: &str) -> Result<Option<StoredChannel>, StoreError> {
+        channels::get(&self.pool, channel_id).await
+    }
+
+    async fn create_channel(&self, channel: &NewChannel) -> Result<Option<StoredChannel>, StoreError> {
+        channels::create(&self.pool, channel).await
+    }
+
+    async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError> {
+        channels::set_enabled(&self.pool, channel_id, enabled).await
+    }
+}
