@@ -5,6 +5,7 @@ pub mod board;
 pub mod clock;
 pub mod dispatcher;
 pub mod hub;
+pub mod outbox;
 mod recovery;
 pub mod sequencer;
 pub mod views;
@@ -54,6 +55,7 @@ pub struct Runtime {
     commands: mpsc::Sender<Command>,
     queue_timeout: Duration,
     views: Arc<Views>,
+    outbox_written: Arc<tokio::sync::Notify>,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     sinks: Arc<SinkRegistry>,
@@ -79,6 +81,7 @@ impl Runtime {
         let (finished_tx, finished_rx) = mpsc::channel(config.delivery.max_in_flight);
         let dispatch = Arc::new(DispatchQueue::default());
         let views = Arc::new(Views::default());
+        let outbox_written = Arc::new(tokio::sync::Notify::new());
 
         let recovered = recovery::recover(store.as_ref(), &workers, &dispatch)
             .await
@@ -94,6 +97,8 @@ impl Runtime {
             views: views.clone(),
             max_outstanding: config.delivery.max_outstanding,
             max_batch: config.ingest.max_batch,
+            outbox: config.kafka.is_enabled(),
+            outbox_written: outbox_written.clone(),
             state: recovered.state,
         };
 
@@ -115,6 +120,7 @@ impl Runtime {
             commands: command_tx,
             queue_timeout: config.ingest.queue_timeout,
             views,
+            outbox_written,
             hub,
             store,
             sinks,
@@ -144,7 +150,18 @@ impl Runtime {
 
     /// Applies a subscription version (create, update, pause, cancel) from now on.
     pub async fn change_subscription(&self, subscription: ReportSubscription) -> Result<(), RuntimeError> {
-        self.call(|reply| Command::Subscription { subscription, reply }).await?
+        self.call(|reply| Command::Subscription { subscription, publish: true, reply }).await?
+    }
+
+    /// Applies a subscription version that arrived from the bus (another instance's change): the
+    /// same as [`Runtime::change_subscription`] but not published again.
+    pub async fn apply_subscription_from_bus(&self, subscription: ReportSubscription) -> Result<(), RuntimeError> {
+        self.call(|reply| Command::Subscription { subscription, publish: false, reply }).await?
+    }
+
+    /// Woken after each commit that wrote outbox rows (the relay's doorbell).
+    pub fn outbox_written(&self) -> &Arc<tokio::sync::Notify> {
+        &self.outbox_written
     }
 
     /// Takes a dead letter back for a fresh round of attempts.

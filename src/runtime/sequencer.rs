@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::SequencerClock;
 use super::dispatcher::{DispatchQueue, FinishedAttempt};
+use super::outbox;
 use super::views::Views;
 use super::workers::{WorkerCommand, WorkerEvent, Workers};
 use super::{ReportAck, RuntimeError};
@@ -38,7 +39,9 @@ use crate::store::{
 /// A request from the API, answered once its effect is durable.
 pub enum Command {
     Report { event: ReportDistribution, reply: oneshot::Sender<Result<ReportAck, RuntimeError>> },
-    Subscription { subscription: ReportSubscription, reply: oneshot::Sender<Result<(), RuntimeError>> },
+    /// `publish`: also tell other instances (through the outbox), for changes made here; a change
+    /// that came from the bus is not published again.
+    Subscription { subscription: ReportSubscription, publish: bool, reply: oneshot::Sender<Result<(), RuntimeError>> },
     Replay { task: DeliveryTask, reply: oneshot::Sender<Result<(), RuntimeError>> },
 }
 
@@ -53,6 +56,10 @@ pub struct Sequencer {
     pub(super) views: Arc<Views>,
     pub(super) max_outstanding: usize,
     pub(super) max_batch: usize,
+    /// Write events for Kafka to the outbox (only when a relay publishes them).
+    pub(super) outbox: bool,
+    /// Woken after a commit that wrote outbox rows.
+    pub(super) outbox_written: Arc<tokio::sync::Notify>,
     pub(super) state: LoopState,
 }
 
@@ -169,8 +176,11 @@ impl Sequencer {
                         batch.reports.push(NewReport { event, accepted_at: time });
                     }
                 }
-                Command::Subscription { subscription, reply } => {
+                Command::Subscription { subscription, publish, reply } => {
                     replies.others.push(reply);
+                    if publish && self.outbox {
+                        batch.outbox.push(outbox::subscription_change(&subscription));
+                    }
                     batch.subscription_changes.push(SubscriptionChange { subscription, changed_at: time });
                 }
                 Command::Replay { task, reply } => {
@@ -180,6 +190,12 @@ impl Sequencer {
             }
         }
 
+        if self.outbox {
+            let now = chrono::Utc::now();
+            for expanded in &batch.expanded {
+                batch.outbox.extend(outbox::report_distributed(&expanded.deliveries, now));
+            }
+        }
         if batch.is_empty() && dispatch.is_empty() && outcomes.is_empty() {
             self.workers.advance_all(time);
             return Ok(());
@@ -219,6 +235,9 @@ impl Sequencer {
             }
         };
         self.views.record_commit(&batch);
+        if !batch.outbox.is_empty() {
+            self.outbox_written.notify_one();
+        }
 
         // Durable: now act. Inputs of this turn enter the dataflow at `time`, then time moves on.
         self.workers.advance_all(time);
@@ -326,6 +345,9 @@ impl Sequencer {
             }
         };
         self.views.record_attempt(&task, &result, elapsed, time);
+        if self.outbox && state == DeliveryState::Delivered {
+            batch.outbox.push(outbox::delivery_status(&task, state, None, chrono::Utc::now()));
+        }
         batch.attempts.push(AttemptRecord {
             delivery_id: task.delivery_id.clone(),
             attempt: task.attempt,
@@ -356,6 +378,9 @@ impl Sequencer {
             WorkerEvent::Output(time, Output::DeadLettered { task, reason }) => {
                 self.state.outstanding = self.state.outstanding.saturating_sub(1);
                 metrics::counter!("repdist_dead_letters_total", "channel" => task.channel.as_str()).increment(1);
+                if self.outbox {
+                    batch.outbox.push(outbox::delivery_status(&task, DeliveryState::DeadLettered, Some(&reason), chrono::Utc::now()));
+                }
                 batch.dead_letters.push(DeadLetterRecord { task, reason, at: time });
             }
             WorkerEvent::Output(_, Output::Stats(key, row)) => {

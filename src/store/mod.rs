@@ -134,6 +134,48 @@ pub struct WriteBatch {
     pub replays: Vec<ReplayRecord>,
     /// `None` removes the window row's in-memory counterpart only; stored rows are kept.
     pub stats: Vec<(StatsKey, Option<StatsRow>)>,
+    /// Events for other systems, published by the relay after this batch commits.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// The logical topic of an outbox row; the relay maps it to the configured topic name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxTopic {
+    /// Subscription versions changed over the API, for every instance's dataflow.
+    Subscriptions,
+    /// `report_distributed` events.
+    Distributed,
+    /// Final delivery outcomes.
+    DeliveryStatus,
+}
+
+impl OutboxTopic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxTopic::Subscriptions => "subscriptions",
+            OutboxTopic::Distributed => "distributed",
+            OutboxTopic::DeliveryStatus => "delivery_status",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<OutboxTopic> {
+        [OutboxTopic::Subscriptions, OutboxTopic::Distributed, OutboxTopic::DeliveryStatus].into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// One event to publish: a record key and a JSON payload (`None`: a tombstone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub topic: OutboxTopic,
+    pub key: String,
+    pub payload: Option<String>,
+}
+
+/// A stored outbox row, in commit order (`seq`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub seq: i64,
+    pub message: OutboxMessage,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +194,7 @@ impl WriteBatch {
             && self.dead_letters.is_empty()
             && self.replays.is_empty()
             && self.stats.is_empty()
+            && self.outbox.is_empty()
     }
 }
 
@@ -292,6 +335,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_channel(&self, channel: &NewChannel) -> Result<Option<StoredChannel>, StoreError>;
     /// Enables or disables a channel; `None` when there is no such channel.
     async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError>;
+
+    /// The oldest `limit` outbox rows not yet published, in commit order.
+    async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Forgets published outbox rows.
+    async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -258,3 +258,61 @@ async fn a_crash_mid_stream_loses_no_report_and_repeats_none_under_another_id() 
     assert!(ids_by_report.values().all(|ids| ids.len() == 1), "one delivery id per report");
     server.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_reports_outcomes_and_api_subscriptions_are_published() {
+    let prefix = unique_prefix("out");
+    let receiver = Receiver::start().await;
+    let (url, secret) = receiver.endpoint("o1");
+    let server = start_with_kafka(&prefix, None).await;
+    server.subscribe(webhook_subscription("sub_o1", "client_o1", &url, &secret)).await;
+    let mut dashboard = webhook_subscription("sub_o2", "client_o2", &url, &secret);
+    dashboard["delivery_preferences"]["channels"] = json!(["DASHBOARD_NOTIFICATION"]);
+    server.subscribe(dashboard).await;
+    let ids = server.deliver(report("evt_o1", "report_o1")).await;
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        server.wait_for_state(id, "DELIVERED").await;
+    }
+
+    // The subscription changes made over the API, keyed by subscription id, for other instances.
+    let subs = read_topic(&format!("{prefix}.subscriptions"), 2).await;
+    let keys: Vec<&str> = subs.iter().map(|r| std::str::from_utf8(r.key().unwrap()).unwrap()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&"sub_o1") && keys.contains(&"sub_o2"));
+
+    // The spec's report_distributed event, with the subscribers and channels actually matched.
+    let distributed = read_topic(&format!("{prefix}.distributed"), 1).await;
+    assert_eq!(distributed.len(), 1);
+    assert_eq!(distributed[0].key(), Some("portfolio_001".as_bytes()), "keyed by portfolio");
+    let event: Value = serde_json::from_slice(distributed[0].payload().unwrap()).unwrap();
+    let mut keys: Vec<&String> = event.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["distribution", "event_id", "metadata", "report_data", "timestamp"]);
+    assert_eq!(event["distribution"]["target_subscribers"], json!(["client_o1", "client_o2"]));
+    assert_eq!(event["distribution"]["delivery_channels"], json!(["API_WEBHOOK", "DASHBOARD_NOTIFICATION"]));
+    assert_eq!(event["distribution"]["routing_key"], "portfolio_001.performance.monthly");
+    assert_eq!(event["report_data"]["report_id"], "report_o1");
+    assert_eq!(event["report_data"]["file_size_bytes"], 2048576);
+    assert_eq!(event["metadata"]["retention_days"], 90);
+    assert!(uuid::Uuid::parse_str(event["event_id"].as_str().unwrap()).is_ok());
+
+    // Each delivery's final outcome, in the spec's DeliveryStatus shape.
+    let statuses = read_topic(&format!("{prefix}.delivery-status"), 2).await;
+    assert_eq!(statuses.len(), 2);
+    let mut delivered: Vec<String> = statuses
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(r.payload().unwrap()).unwrap())
+        .inspect(|s| {
+            assert_eq!(s["status"], "DELIVERED");
+            assert_eq!(s["report_id"], "report_o1");
+            assert_eq!(s["retry_count"], 0);
+        })
+        .map(|s| s["delivery_id"].as_str().unwrap().to_string())
+        .collect();
+    delivered.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(delivered, expected);
+    server.server.shutdown().await.unwrap();
+}

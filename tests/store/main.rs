@@ -7,6 +7,7 @@ mod backend;
 mod channels;
 mod channels_api;
 mod fixtures;
+mod outbox;
 mod reads;
 #[path = "../it/receiver.rs"]
 #[allow(dead_code)]
@@ -54,4 +55,5 @@ store_suite![
     recovery::recovery_after_partial_work,
     recovery::recovery_without_unexpanded_reports_has_only_current_versions,
     channels::delivery_channels_crud,
+    outbox::outbox_rows_are_kept_in_commit_order_until_removed,
 ];

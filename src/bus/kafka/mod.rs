@@ -6,11 +6,13 @@
 //! - `offsets`: which offsets are committable when records finish out of order;
 //! - `reports`: the report consumer (commit after durable);
 //! - `subscriptions`: the compacted subscription topic, read whole by every instance;
-//! - `dead_letters`: refused records, with the error in headers.
+//! - `dead_letters`: refused records, with the error in headers;
+//! - `relay`: the transactional outbox, published in commit order.
 
 pub mod config;
 pub mod dead_letters;
 pub mod offsets;
+pub mod relay;
 pub mod reports;
 pub mod subscriptions;
 
@@ -94,6 +96,12 @@ impl KafkaBus {
         };
         subscription_consumer.assign_all()?;
 
+        let relay = relay::OutboxRelay {
+            store: runtime.store().clone(),
+            producer: producer(config)?,
+            doorbell: runtime.outbox_written().clone(),
+            topics: relay::Topics::from_config(config),
+        };
         let report_consumer = reports::ReportConsumer {
             consumer: Arc::new(reports),
             runtime,
@@ -105,6 +113,7 @@ impl KafkaBus {
         let tasks = vec![
             tokio::spawn(subscription_consumer.run(shutdown.clone())),
             tokio::spawn(report_consumer.run(shutdown.clone())),
+            tokio::spawn(relay.run(shutdown.clone())),
         ];
         tracing::info!(brokers = config.brokers.as_deref().unwrap_or_default(), topic = config.reports_topic, group = config.group_id, "consuming reports from kafka");
         Ok(KafkaBus { shutdown, tasks })

@@ -107,7 +107,7 @@ impl SubscriptionConsumer {
         loop {
             let result = match self.version_to_apply(&change).await {
                 Ok(None) => return true,
-                Ok(Some(subscription)) => self.runtime.change_subscription(subscription).await.map_err(|e| e.to_string()),
+                Ok(Some(subscription)) => self.runtime.apply_subscription_from_bus(subscription).await.map_err(|e| e.to_string()),
                 Err(error) => Err(error),
             };
             match result {

@@ -20,6 +20,7 @@ use super::codec::{corrupt, parse_json, to_datetime};
 use super::*;
 
 mod channels;
+mod outbox;
 mod write;
 
 #[derive(Clone, Debug)]
@@ -110,6 +111,7 @@ impl Store for PostgresStore {
         write::attempts(&mut tx, batch).await?;
         write::retries_and_dead_letters(&mut tx, batch).await?;
         write::stats(&mut tx, batch).await?;
+        outbox::write(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -355,5 +357,13 @@ impl Store for PostgresStore {
 
     async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError> {
         channels::set_enabled(&self.pool, channel_id, enabled).await
+    }
+
+    async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
+        outbox::peek(&self.pool, limit).await
+    }
+
+    async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        outbox::remove(&self.pool, seqs).await
     }
 }

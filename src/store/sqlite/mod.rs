@@ -19,6 +19,7 @@ use super::codec::{corrupt, parse_json, to_datetime};
 use super::*;
 
 mod channels;
+mod outbox;
 mod write;
 
 #[derive(Clone, Debug)]
@@ -114,6 +115,7 @@ impl Store for SqliteStore {
         write::attempts(&mut tx, batch).await?;
         write::retries_and_dead_letters(&mut tx, batch).await?;
         write::stats(&mut tx, batch).await?;
+        outbox::write(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -350,5 +352,13 @@ impl Store for SqliteStore {
 
     async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError> {
         channels::set_enabled(&self.writer, channel_id, enabled).await
+    }
+
+    async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
+        outbox::peek(&self.writer, limit).await
+    }
+
+    async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        outbox::remove(&self.writer, seqs).await
     }
 }
