@@ -245,10 +245,42 @@ const SHORT_NAMES: &[(&str, &str)] = &[("database_url", "storage.database_url"),
 /// `REPDIST_TEST_*` variables belong to the test suite, not the service.
 fn env() -> Env {
     Env::prefixed("REPDIST_")
-        .ignore(&["test_database_url", "test_kafka_brokers"])
+        .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
         .map(|key| match SHORT_NAMES.iter().find(|(short, _)| key == *short) {
             Some((_, nested)) => (*nested).into(),
             None => key.into(),
         })
         .split("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_env_names_switch_parts_on_and_test_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REPDIST_KAFKA_BROKERS", "127.0.0.1:9092");
+            jail.set_env("REPDIST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/repdist");
+            jail.set_env("REPDIST_RETRY__MAX_ATTEMPTS", "3");
+            jail.set_env("REPDIST_TEST_DATABASE_URL", "postgres://elsewhere");
+            jail.set_env("REPDIST_TEST_ANYTHING", "1");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.brokers.as_deref(), Some("127.0.0.1:9092"));
+            assert!(config.kafka.is_enabled());
+            assert_eq!(config.storage.database_url.as_deref(), Some("postgres://postgres@127.0.0.1:5432/repdist"));
+            assert_eq!(config.retry.max_attempts, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_variable_is_an_error_naming_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REPDIST_KAFKA__BROKRES", "x");
+            let error = Config::load(None).expect_err("unknown key").to_string();
+            assert!(error.contains("brokres"), "{error}");
+            Ok(())
+        });
+    }
 }
