@@ -278,6 +278,8 @@ pub struct DeliverySummary {
     /// Failed attempts that were followed by a retry or a dead letter.
     pub retries: u64,
     pub by_channel: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// `retries`, per channel.
+    pub retries_by_channel: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a restart must feed back into the dataflow to resume where the last run stopped.

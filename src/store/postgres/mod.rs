@@ -269,7 +269,9 @@ impl Store for PostgresStore {
             let status: String = row.try_get("status")?;
             let n = row.try_get::<i64, _>("n")? as u64;
             summary.total += n;
-            summary.retries += row.try_get::<Option<i64>, _>("retries")?.unwrap_or(0) as u64;
+            let retries = row.try_get::<Option<i64>, _>("retries")?.unwrap_or(0) as u64;
+            summary.retries += retries;
+            *summary.retries_by_channel.entry(channel.clone()).or_default() += retries;
             let states = summary.by_channel.entry(channel).or_insert_with(|| {
                 [DeliveryState::Pending, DeliveryState::Retrying, DeliveryState::Delivered, DeliveryState::DeadLettered]
                     .iter()
