@@ -15,6 +15,8 @@ struct Partition {
     in_flight: BTreeSet<i64>,
     /// Highest offset taken so far.
     highest_taken: Option<i64>,
+    /// Lowest offset taken: a commit point below it would be no progress.
+    lowest_taken: Option<i64>,
     /// Highest offset already reported as committable, so it is reported once.
     reported: Option<i64>,
 }
@@ -25,6 +27,7 @@ impl OffsetTracker {
         let p = self.partitions.entry((topic.to_string(), partition)).or_default();
         p.in_flight.insert(offset);
         p.highest_taken = Some(p.highest_taken.map_or(offset, |h| h.max(offset)));
+        p.lowest_taken = Some(p.lowest_taken.map_or(offset, |l| l.min(offset)));
     }
 
     /// Records that `offset` is finished (durable or dead-lettered). Returns the last offset of the
@@ -36,7 +39,7 @@ impl OffsetTracker {
             Some(&oldest) => oldest.checked_sub(1).filter(|o| *o >= 0)?,
             None => p.highest_taken?,
         };
-        if p.reported.is_some_and(|r| r >= committable) {
+        if p.reported.is_some_and(|r| r >= committable) || p.lowest_taken.is_some_and(|l| committable < l) {
             return None;
         }
         p.reported = Some(committable);
