@@ -48,7 +48,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let store = crate::store::open(&config).await?;
     let backend = store.backend();
     let runtime = Arc::new(Runtime::start(&config, store).await?);
-    let bus = Bus::start(&config, runtime.clone()).await?;
+    let bus = Bus::start(&config, runtime.clone(), cache.clone()).await?;
     let state = AppState {
         runtime: runtime.clone(),
         metrics: metrics_handle()?,
