@@ -33,3 +33,30 @@ pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
 pub fn unique_prefix() -> String {
     format!("repdist-test:{}:", uuid::Uuid::new_v4().simple())
 }
+
+/// `REPDIST_REDIS_URL` switches Redis on (the short name for `cache.redis_url`); a bad URL is refused
+/// naming the key. The only test in this binary that touches the service's environment variables.
+#[test]
+fn redis_is_switched_on_by_its_short_environment_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("repdist.toml");
+    std::fs::write(&file, "[cache]\nkey_prefix = \"blue:\"\ntimeout = \"100ms\"\n").unwrap();
+    let config = repdist::config::Config::load(Some(&file)).unwrap();
+    assert_eq!(config.cache.redis_url, None, "unset: the in-process cache");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("repdist.example.toml");
+    let defaults = repdist::config::Config::load(Some(&example)).expect("the example config loads");
+    assert_eq!(format!("{:?}", defaults.cache), format!("{:?}", repdist::cache::CacheConfig::default()), "the example shows the defaults");
+
+    std::env::set_var("REPDIST_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/3");
+    let loaded = repdist::config::Config::load(Some(&file));
+    std::env::set_var("REPDIST_REDIS_URL", "http://127.0.0.1:6379");
+    let refused = repdist::config::Config::load(Some(&file));
+    std::env::remove_var("REPDIST_REDIS_URL");
+
+    let config = loaded.unwrap();
+    assert_eq!(config.cache.redis_url.as_deref(), Some("redis://:hunter2@127.0.0.1:6379/3"));
+    assert_eq!((config.cache.key_prefix.as_str(), config.cache.timeout), ("blue:", Duration::from_millis(100)));
+    assert!(!format!("{config:?}").contains("hunter2"), "the password is not in the debug output");
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("cache.redis_url"), "{error}");
+}

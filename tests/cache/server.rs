@@ -19,10 +19,12 @@ struct TestServer {
 impl TestServer {
     async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.data_dir = data_dir.path().to_path_buf();
-        config.allow_private_webhooks = true;
+        let mut config = Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            allow_private_webhooks: true,
+            ..Config::default()
+        };
         config.storage.fsync = false;
         adjust(&mut config);
         let server = repdist::server::start(config).await.expect("server starts");
