@@ -48,6 +48,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let store = crate::store::open(&config).await?;
     let backend = store.backend();
     let runtime = Arc::new(Runtime::start(&config, store).await?);
+    cache.drop_left_overs(crate::cache::keys::KEPT_FRESH_BY_CHANGES).await;
     let bus = Bus::start(&config, runtime.clone(), cache.clone()).await?;
     let state = AppState {
         runtime: runtime.clone(),

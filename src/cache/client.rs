@@ -11,6 +11,8 @@
 //!   invalidation epoch moved), so a slow reader cannot put back what a writer just invalidated.
 //!   Within one process this is exact; between processes sharing Redis a lost race lasts at most the
 //!   entry's TTL.
+//! - A process that stopped between a commit and its invalidation leaves a stale entry behind, so a
+//!   starting service drops the entries kept fresh by changes, and reads nothing until that is done.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,12 +61,14 @@ struct State {
     reads_unsafe_until: Option<Instant>,
     /// Keys whose invalidation failed, with the epoch it failed at.
     pending: HashMap<String, u64>,
+    /// False until entries a previous process may have left stale are dropped.
+    left_overs_dropped: bool,
 }
 
 impl CacheClient {
     pub fn new(backend: Arc<dyn Cache>, prefix: String, retry_after: Duration) -> CacheClient {
         metrics::gauge!("repdist_cache_up").set(1.0);
-        let state = State { up: true, last_error: None, skip_until: None, reads_unsafe_until: None, pending: HashMap::new() };
+        let state = State { up: true, last_error: None, skip_until: None, reads_unsafe_until: None, pending: HashMap::new(), left_overs_dropped: true };
         CacheClient { inner: Arc::new(Inner { backend, prefix, retry_after, epoch: AtomicU64::new(0), state: Mutex::new(state) }) }
     }
 
@@ -156,6 +160,39 @@ impl CacheClient {
         self.delete(key, epoch).await;
     }
 
+    /// Drops every entry under `prefixes` (see [`keys::KEPT_FRESH_BY_CHANGES`]); until that succeeds
+    /// reads are misses. Tries once now; if the backend fails, retries every `retry_after` in the
+    /// background for as long as this cache is in use.
+    pub async fn drop_left_overs(&self, prefixes: &'static [&'static str]) {
+        self.state().left_overs_dropped = false;
+        if self.try_drop_left_overs(prefixes).await {
+            return;
+        }
+        let cache = Arc::downgrade(&self.inner);
+        let retry_after = self.inner.retry_after.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(retry_after).await;
+                let Some(inner) = cache.upgrade() else { return };
+                if (CacheClient { inner }).try_drop_left_overs(prefixes).await {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn try_drop_left_overs(&self, prefixes: &[&str]) -> bool {
+        for prefix in prefixes {
+            if let Err(e) = self.inner.backend.delete_prefix(&self.full(prefix)).await {
+                self.record_failure(&e);
+                return false;
+            }
+        }
+        self.record_ok();
+        self.state().left_overs_dropped = true;
+        true
+    }
+
     /// Probes the backend now and reports its state.
     pub async fn health(&self) -> CacheHealth {
         match self.inner.backend.health().await {
@@ -234,7 +271,7 @@ impl CacheClient {
     fn readable(&self) -> bool {
         let now = Instant::now();
         let state = self.state();
-        state.skip_until.is_none_or(|t| now >= t) && state.reads_unsafe_until.is_none_or(|t| now >= t)
+        state.left_overs_dropped && state.skip_until.is_none_or(|t| now >= t) && state.reads_unsafe_until.is_none_or(|t| now >= t)
     }
 
     fn writable(&self) -> bool {

@@ -15,6 +15,10 @@ pub const DIST_METRICS_TTL: Duration = Duration::from_secs(900);
 /// written before it is still alive once this has passed.
 pub const MAX_TTL: Duration = SUBSCRIPTIONS_TTL;
 
+/// The entries that are kept fresh by invalidating or rewriting them after a change. A process that
+/// stopped between committing a change and that step leaves one stale, so each start drops them all.
+pub const KEPT_FRESH_BY_CHANGES: &[&str] = &["subscriptions:", "channel_status:"];
+
 pub fn subscriptions(subscriber_id: &str) -> String {
     format!("subscriptions:{subscriber_id}")
 }

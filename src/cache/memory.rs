@@ -64,6 +64,14 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        let doomed: Vec<Arc<String>> = self.entries.iter().filter(|(key, _)| key.starts_with(prefix)).map(|(key, _)| key).collect();
+        for key in doomed {
+            self.entries.invalidate(key.as_str()).await;
+        }
+        Ok(())
+    }
+
     async fn health(&self) -> Result<(), CacheError> {
         Ok(())
     }

@@ -34,6 +34,9 @@ pub trait Cache: Send + Sync + 'static {
     /// Removes `key`; absent keys are not an error.
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
 
+    /// Removes every key that starts with `prefix`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError>;
+
     /// Whether the backend answers now.
     async fn health(&self) -> Result<(), CacheError>;
 }

@@ -44,6 +44,18 @@ fn describe(error: &redis::RedisError) -> String {
     error.to_string()
 }
 
+/// `prefix` as a literal in a Redis glob pattern.
+fn glob_escape(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 #[async_trait]
 impl Cache for RedisCache {
     fn name(&self) -> &'static str {
@@ -67,6 +79,26 @@ impl Cache for RedisCache {
         let mut command = redis::cmd("DEL");
         command.arg(key);
         self.run::<i64>(command).await.map(|_| ())
+    }
+
+    /// SCAN (a page at a time, each page bounded by the timeout) and DEL; never KEYS, which blocks Redis.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.run(scan).await?;
+            if !keys.is_empty() {
+                let mut delete = redis::cmd("DEL");
+                delete.arg(keys);
+                self.run::<i64>(delete).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     async fn health(&self) -> Result<(), CacheError> {

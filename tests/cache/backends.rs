@@ -28,7 +28,15 @@ macro_rules! on_each_backend {
     )*};
 }
 
-on_each_backend!(stores_and_replaces_values, entries_expire_after_their_ttl, deleted_entries_are_gone, client_serves_json_and_invalidates, fill_after_an_invalidation_is_dropped);
+on_each_backend!(
+    stores_and_replaces_values,
+    entries_expire_after_their_ttl,
+    deleted_entries_are_gone,
+    prefix_deletion_spares_other_keys,
+    client_serves_json_and_invalidates,
+    fill_after_an_invalidation_is_dropped,
+    left_overs_of_an_earlier_process_are_not_served,
+);
 
 fn memory() -> Arc<dyn Cache> {
     Arc::new(MemoryCache::new(1 << 20))
@@ -71,6 +79,26 @@ async fn deleted_entries_are_gone(cache: Arc<dyn Cache>, prefix: &str) {
     cache.delete(&key).await.expect("deleting an absent key is not an error");
 }
 
+/// Glob characters in the prefix are literals, not patterns.
+async fn prefix_deletion_spares_other_keys(cache: Arc<dyn Cache>, prefix: &str) {
+    let ttl = Duration::from_secs(60);
+    let keys = ["sub*[a]:1", "sub*[a]:2", "sub*[a]:3"].map(|k| format!("{prefix}{k}"));
+    for key in &keys {
+        cache.set(key, b"x", ttl).await.unwrap();
+    }
+    let spared = [format!("{prefix}subX[a]:1"), format!("{prefix}sub*a:1"), format!("{prefix}other")];
+    for key in &spared {
+        cache.set(key, b"y", ttl).await.unwrap();
+    }
+    cache.delete_prefix(&format!("{prefix}sub*[a]:")).await.unwrap();
+    for key in &keys {
+        assert_eq!(cache.get(key).await.unwrap(), None, "{key} deleted");
+    }
+    for key in &spared {
+        assert!(cache.get(key).await.unwrap().is_some(), "{key} spared");
+    }
+}
+
 async fn client_serves_json_and_invalidates(cache: Arc<dyn Cache>, prefix: &str) {
     let client = CacheClient::new(cache.clone(), prefix.to_string(), Duration::from_secs(1));
     client.write_through_json("k", &serde_json::json!({"enabled": true}), Duration::from_secs(60)).await;
@@ -93,6 +121,16 @@ async fn fill_after_an_invalidation_is_dropped(cache: Arc<dyn Cache>, prefix: &s
     assert_eq!(client.get("list").await.as_deref(), Some(&b"fresh"[..]));
 }
 
+/// What a stopped process may have left stale is dropped before anything is read.
+async fn left_overs_of_an_earlier_process_are_not_served(cache: Arc<dyn Cache>, prefix: &str) {
+    cache.set(&format!("{prefix}subscriptions:s1"), b"stale", Duration::from_secs(60)).await.unwrap();
+    cache.set(&format!("{prefix}dist_metrics:RISK_REPORT"), b"snapshot", Duration::from_secs(60)).await.unwrap();
+    let client = CacheClient::new(cache, prefix.to_string(), Duration::from_secs(1));
+    client.drop_left_overs(repdist::cache::keys::KEPT_FRESH_BY_CHANGES).await;
+    assert_eq!(client.get("subscriptions:s1").await, None);
+    assert_eq!(client.get("dist_metrics:RISK_REPORT").await.as_deref(), Some(&b"snapshot"[..]), "snapshots are kept");
+}
+
 #[tokio::test]
 async fn redis_entries_carry_their_ttl() {
     let url = redis_url().await;
@@ -108,7 +146,7 @@ async fn redis_entries_carry_their_ttl() {
 /// and an invalidation it could not deliver is not forgotten.
 #[tokio::test]
 async fn unreachable_redis_reads_as_misses_and_reports_down() {
-    let cache = Arc::new(RedisCache::new("redis://127.0.0.1:1", TIMEOUT).unwrap());
+    let cache = Arc::new(RedisCache::new("redis://:hunter2@127.0.0.1:1", TIMEOUT).unwrap());
     let started = tokio::time::Instant::now();
     assert!(cache.get("k").await.is_err());
     assert!(cache.set("k", b"v", Duration::from_secs(1)).await.is_err());
@@ -118,7 +156,8 @@ async fn unreachable_redis_reads_as_misses_and_reports_down() {
     client.invalidate("k").await;
     let health = client.health().await;
     assert_eq!((health.backend, health.state), ("redis", "down"));
-    assert!(health.last_error.is_some());
+    let error = health.last_error.expect("the failure is reported");
+    assert!(!error.contains("hunter2"), "no password in {error}");
 }
 
 /// Invalidations lost while Redis was unreachable are replayed before Redis is read again.
@@ -171,6 +210,10 @@ impl Cache for Flaky {
     async fn delete(&self, key: &str) -> Result<(), repdist::cache::CacheError> {
         self.check()?;
         self.real.delete(key).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), repdist::cache::CacheError> {
+        self.check()?;
+        self.real.delete_prefix(prefix).await
     }
     async fn health(&self) -> Result<(), repdist::cache::CacheError> {
         self.check()?;

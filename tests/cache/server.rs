@@ -83,14 +83,17 @@ async fn redis_get(connection: &mut redis::aio::MultiplexedConnection, key: &str
 async fn subscriptions_are_served_from_redis_and_invalidated_on_change() {
     let url = redis_url().await;
     let prefix = unique_prefix();
+    let mut direct = redis_connection(&url).await;
+    let key = format!("{prefix}subscriptions:client_001");
+    // Left by an earlier process that stopped before invalidating it: never served.
+    let _: () = redis::cmd("SET").arg(&key).arg(r#"[{"left":"over"}]"#).arg("PX").arg(60_000).query_async(&mut direct).await.unwrap();
     let (redis_url_for_server, prefix_for_server) = (url.clone(), prefix.clone());
     let api = TestServer::start(move |c| {
         c.cache.redis_url = Some(redis_url_for_server);
         c.cache.key_prefix = prefix_for_server;
     })
     .await;
-    let mut direct = redis_connection(&url).await;
-    let key = format!("{prefix}subscriptions:client_001");
+    assert_eq!(redis_get(&mut direct, &key).await, None, "dropped at start");
 
     let (status, _) = api.send(reqwest::Method::POST, "/api/v1/reporting/subscribe", Some(&subscription("s1", "client_001", &["RISK_REPORT"]))).await;
     assert_eq!(status, 201);
