@@ -228,3 +228,59 @@ async fn in_process_cache_is_the_default_and_is_invalidated_on_change() {
     assert_eq!(health["cache"], json!({"backend": "memory", "state": "up", "last_error": null}));
     api.server.shutdown().await.unwrap();
 }
+
+/// `GET /stats` leaves each report type's totals and windows under `dist_metrics:{report_type}`.
+#[tokio::test]
+async fn stats_are_published_per_report_type() {
+    let url = redis_url().await;
+    let prefix = unique_prefix();
+    let (redis_url_for_server, prefix_for_server) = (url.clone(), prefix.clone());
+    let api = TestServer::start(move |c| {
+        c.cache.redis_url = Some(redis_url_for_server);
+        c.cache.key_prefix = prefix_for_server;
+    })
+    .await;
+    let dashboard = json!({
+        "subscription_id": "dash-1",
+        "subscriber_id": "pm_001",
+        "report_types": ["PERFORMANCE_REPORT"],
+        "delivery_preferences": {"channels": ["DASHBOARD_NOTIFICATION"], "notification_settings": {"dashboard": {}}}
+    });
+    assert_eq!(api.send(reqwest::Method::POST, "/api/v1/reporting/subscribe", Some(&dashboard)).await.0, 201);
+    let report = json!({
+        "event_id": "evt-1",
+        "timestamp": "2025-06-21T10:00:00.000Z",
+        "data_type": "PERFORMANCE_REPORT",
+        "report_data": {
+            "report_id": "rep-1", "report_type": "PERFORMANCE_REPORT", "portfolio_id": "portfolio_001",
+            "report_period": "2025-06", "file_path": "/reports/p.pdf", "file_size_bytes": 1
+        },
+        "routing": {"topic": "t", "routing_key": "k", "target_subscribers": [], "delivery_channels": [], "priority": 1},
+        "metadata": {"source_service": "s", "delivery_priority": 1, "encryption_required": false, "retention_days": 90}
+    });
+    let (status, ack) = api.send(reqwest::Method::POST, "/api/v1/reporting/deliver", Some(&report)).await;
+    assert_eq!(status, 202, "{ack}");
+
+    let mut direct = redis_connection(&url).await;
+    let key = format!("{prefix}dist_metrics:PERFORMANCE_REPORT");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let published = loop {
+        let (_, windows) = api.get("/api/v1/reporting/stats").await;
+        if let Some(bytes) = redis_get(&mut direct, &key).await {
+            let published: Value = serde_json::from_slice(&bytes).unwrap();
+            if published["deliveries_successful"] == 1 {
+                break (published, windows);
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dist_metrics entry with the delivery after 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (published, windows) = published;
+    assert_eq!(published["report_type"], "PERFORMANCE_REPORT");
+    assert_eq!(published["deliveries_attempted"], 1);
+    assert_eq!(published["windows"][0]["channel"], "DASHBOARD_NOTIFICATION");
+    assert!(windows.as_array().unwrap().iter().any(|w| w["report_type"] == "PERFORMANCE_REPORT" && w["deliveries_successful"] == 1));
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut direct).await.unwrap();
+    assert!(ttl > 800_000 && ttl <= 900_000, "15 min TTL, PTTL {ttl}");
+    api.server.shutdown().await.unwrap();
+}
