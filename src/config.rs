@@ -33,6 +33,8 @@ pub struct Config {
     pub allow_private_webhooks: bool,
     /// Kafka in and out; off unless `kafka.brokers` (env `REPDIST_KAFKA_BROKERS`) is set.
     pub kafka: crate::bus::kafka::KafkaConfig,
+    /// The read cache: in-process unless `cache.redis_url` (env `REPDIST_REDIS_URL`) is set.
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             stats_window: Duration::from_secs(60),
             allow_private_webhooks: false,
             kafka: crate::bus::kafka::KafkaConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
         }
     }
 }
@@ -229,6 +232,9 @@ impl Config {
                 return invalid("storage.database_url", "must be a postgres:// URL (leave it unset for the embedded SQLite database)");
             }
         }
+        if let Err((key, message)) = self.cache.validate() {
+            return invalid(key, message);
+        }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");
         }
@@ -239,7 +245,7 @@ impl Config {
 /// Environment variables that switch a part on, with the config key each sets: the names operators
 /// expect (`REPDIST_DATABASE_URL`, `REPDIST_KAFKA_BROKERS`) rather than the nested form
 /// (`REPDIST_KAFKA__BROKERS`, also accepted).
-const SHORT_NAMES: &[(&str, &str)] = &[("database_url", "storage.database_url"), ("kafka_brokers", "kafka.brokers")];
+const SHORT_NAMES: &[(&str, &str)] = &[("database_url", "storage.database_url"), ("kafka_brokers", "kafka.brokers"), ("redis_url", "cache.redis_url")];
 
 /// `REPDIST_*` variables, `__` for nesting, the short names above mapped to their keys. The
 /// `REPDIST_TEST_*` variables belong to the test suite, not the service.

@@ -26,6 +26,8 @@ pub enum ServerError {
     Metrics(String),
     #[error("HTTP server failed: {0}")]
     Http(String),
+    #[error("cache: {0}")]
+    Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Kafka(#[from] crate::bus::kafka::KafkaBusError),
 }
@@ -42,15 +44,18 @@ pub struct Server {
 /// Opens the store, replays unfinished work, and starts serving.
 pub async fn start(config: Config) -> Result<Server, ServerError> {
     config.validate().map_err(|e| ServerError::Http(e.to_string()))?;
+    let cache = config.cache.build()?;
     let store = crate::store::open(&config).await?;
     let backend = store.backend();
     let runtime = Arc::new(Runtime::start(&config, store).await?);
-    let bus = Bus::start(&config, runtime.clone()).await?;
+    cache.drop_left_overs(crate::cache::keys::KEPT_FRESH_BY_CHANGES).await;
+    let bus = Bus::start(&config, runtime.clone(), cache.clone()).await?;
     let state = AppState {
         runtime: runtime.clone(),
         metrics: metrics_handle()?,
         allow_private_webhooks: config.allow_private_webhooks,
         stats_window_micros: config.stats_window.as_micros() as u64,
+        cache: cache.clone(),
     };
     let app = api::router(state, config.ingest.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -65,9 +70,9 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     match &config.storage.database_url {
         Some(url) => {
             let database = crate::store::redacted_url(url);
-            tracing::info!(%http_addr, backend, %database, workers = config.workers, bus = bus.name(), "repdist serving")
+            tracing::info!(%http_addr, backend, %database, workers = config.workers, bus = bus.name(), cache = cache.backend_name(), "repdist serving")
         }
-        None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), "repdist serving"),
+        None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), cache = cache.backend_name(), "repdist serving"),
     }
     Ok(Server { http_addr, runtime, bus, stop_http, http })
 }

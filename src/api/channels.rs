@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::cache::keys;
 use crate::store::{NewChannel, StoredChannel};
 
 /// A channel config as a client sends it.
@@ -79,7 +80,11 @@ pub async fn create(
         enabled: request.enabled.unwrap_or(true),
     };
     match app.runtime.store().create_channel(&channel).await? {
-        Some(stored) => Ok((StatusCode::CREATED, Json(stored.redacted()))),
+        Some(stored) => {
+            let stored = stored.redacted();
+            app.cache.write_through_json(&keys::channel_status(&stored.channel_id), &ChannelStatus::changed(&stored), keys::CHANNEL_STATUS_TTL).await;
+            Ok((StatusCode::CREATED, Json(stored)))
+        }
         None => Err(ApiError::conflict(format!("channel `{}` exists", channel.channel_id))),
     }
 }
@@ -87,10 +92,38 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/reporting/channels/{channel_id}", tag = "channels",
     params(("channel_id" = String, Path)),
     responses((status = 200, description = "The channel config, secrets masked", body = StoredChannel), (status = 404, body = ErrorBody)))]
-pub async fn get(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<StoredChannel>, ApiError> {
+pub async fn get(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let key = keys::channel_status(&channel_id);
+    if let Some(status) = app.cache.get_json::<ChannelStatus<Value>>(&key).await {
+        return Ok(Json(status.channel));
+    }
+    let epoch = app.cache.epoch();
     match app.runtime.store().channel(&channel_id).await? {
-        Some(stored) => Ok(Json(stored.redacted())),
+        Some(stored) => {
+            let stored = stored.redacted();
+            let status = ChannelStatus { channel: &stored, status_changed_at: None };
+            if let Ok(bytes) = serde_json::to_vec(&status) {
+                app.cache.fill(&key, &bytes, keys::CHANNEL_STATUS_TTL, epoch).await;
+            }
+            Ok(Json(serde_json::to_value(&stored).unwrap_or_default()))
+        }
         None => Err(ApiError::not_found("channel", &channel_id)),
+    }
+}
+
+/// The spec's `channel_status:{channel_id}` entry: the channel as `GET` answers it (secrets masked,
+/// `enabled` included) and when this service last changed it.
+#[derive(serde::Serialize, Deserialize)]
+struct ChannelStatus<C> {
+    #[serde(flatten)]
+    channel: C,
+    /// Null when the entry was filled from the database rather than written by a change.
+    status_changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> ChannelStatus<&'a StoredChannel> {
+    fn changed(channel: &'a StoredChannel) -> Self {
+        ChannelStatus { channel, status_changed_at: Some(chrono::Utc::now()) }
     }
 }
 
@@ -110,7 +143,11 @@ pub async fn disable(State(app): State<AppState>, Path(channel_id): Path<String>
 
 async fn set_enabled(app: &AppState, channel_id: String, enabled: bool) -> Result<Json<StoredChannel>, ApiError> {
     match app.runtime.store().set_channel_enabled(&channel_id, enabled).await? {
-        Some(stored) => Ok(Json(stored.redacted())),
+        Some(stored) => {
+            let stored = stored.redacted();
+            app.cache.write_through_json(&keys::channel_status(&channel_id), &ChannelStatus::changed(&stored), keys::CHANNEL_STATUS_TTL).await;
+            Ok(Json(stored))
+        }
         None => Err(ApiError::not_found("channel", &channel_id)),
     }
 }

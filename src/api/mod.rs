@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub allow_private_webhooks: bool,
     pub stats_window_micros: u64,
+    /// Read cache in front of the store; never required for an answer.
+    pub cache: crate::cache::CacheClient,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {

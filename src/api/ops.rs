@@ -15,6 +15,8 @@ pub struct Health {
     pub outstanding_deliveries: usize,
     pub dispatch_queue: usize,
     pub storage: &'static str,
+    /// The read cache's backend and state; a `down` cache does not make the service unhealthy.
+    pub cache: crate::cache::CacheHealth,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -26,6 +28,7 @@ pub async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
         outstanding_deliveries: app.runtime.views().outstanding(),
         dispatch_queue: app.runtime.views().queued(),
         storage: "sqlite",
+        cache: app.cache.health().await,
     };
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(health))

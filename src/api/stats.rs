@@ -25,7 +25,7 @@ pub struct StatsWindow {
     responses((status = 200, description = "Current windows, oldest first", body = [StatsWindow])))]
 pub async fn current(State(app): State<AppState>) -> Json<Vec<StatsWindow>> {
     let window = app.stats_window_micros;
-    let windows = app
+    let windows: Vec<StatsWindow> = app
         .runtime
         .views()
         .stats()
@@ -42,5 +42,49 @@ pub async fn current(State(app): State<AppState>) -> Json<Vec<StatsWindow>> {
             p99_delivery_time_ms: row.p99_delivery_time_us.map(|us| us as f64 / 1000.0),
         })
         .collect();
+    publish_per_type(&app, &windows);
     Json(windows)
+}
+
+/// The spec's `dist_metrics:{report_type}` entry: one report type's totals over the windows above and
+/// the windows themselves. The stats are served from memory, so the cache serves other readers of a
+/// shared Redis, not this endpoint.
+#[derive(Serialize)]
+struct DistMetrics<'a> {
+    report_type: &'a str,
+    deliveries_attempted: u64,
+    deliveries_successful: u64,
+    deliveries_failed: u64,
+    windows: Vec<&'a StatsWindow>,
+}
+
+/// Writes each report type's entry in the background, so the answer never waits for the cache.
+fn publish_per_type(app: &AppState, windows: &[StatsWindow]) {
+    let mut by_type: std::collections::BTreeMap<&str, DistMetrics> = std::collections::BTreeMap::new();
+    for window in windows {
+        let entry = by_type.entry(&window.report_type).or_insert_with(|| DistMetrics {
+            report_type: &window.report_type,
+            deliveries_attempted: 0,
+            deliveries_successful: 0,
+            deliveries_failed: 0,
+            windows: Vec::new(),
+        });
+        entry.deliveries_attempted += window.deliveries_attempted;
+        entry.deliveries_successful += window.deliveries_successful;
+        entry.deliveries_failed += window.deliveries_failed;
+        entry.windows.push(window);
+    }
+    let entries: Vec<(String, Vec<u8>)> = by_type
+        .into_iter()
+        .filter_map(|(report_type, metrics)| Some((crate::cache::keys::dist_metrics(report_type), serde_json::to_vec(&metrics).ok()?)))
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let cache = app.cache.clone();
+    tokio::spawn(async move {
+        for (key, value) in entries {
+            cache.set_snapshot(&key, &value, crate::cache::keys::DIST_METRICS_TTL).await;
+        }
+    });
 }

@@ -77,9 +77,23 @@ pub async fn subscribe(
 #[utoipa::path(get, path = "/api/v1/reporting/subscriptions/{subscriber_id}", tag = "subscriptions",
     params(("subscriber_id" = String, Path)),
     responses((status = 200, description = "The subscriber's subscriptions, cancelled ones included", body = [StoredSubscription])))]
-pub async fn list(State(app): State<AppState>, Path(subscriber_id): Path<String>) -> Result<Json<Vec<StoredSubscription>>, ApiError> {
+pub async fn list(State(app): State<AppState>, Path(subscriber_id): Path<String>) -> Result<axum::response::Response, ApiError> {
+    // Cached as the exact answer bytes (secrets already masked), under the spec's key.
+    let key = crate::cache::keys::subscriptions(&subscriber_id);
+    if let Some(body) = app.cache.get(&key).await {
+        return Ok(json_bytes(body));
+    }
+    let epoch = app.cache.epoch();
     let subscriptions = app.runtime.store().subscriptions_of(&subscriber_id).await?;
-    Ok(Json(subscriptions.into_iter().map(redact).collect()))
+    let subscriptions: Vec<StoredSubscription> = subscriptions.into_iter().map(redact).collect();
+    let body = serde_json::to_vec(&subscriptions).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    app.cache.fill(&key, &body, crate::cache::keys::SUBSCRIPTIONS_TTL, epoch).await;
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Vec<u8>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[utoipa::path(put, path = "/api/v1/reporting/subscriptions/{subscription_id}", tag = "subscriptions",
@@ -123,7 +137,11 @@ pub async fn cancel(State(app): State<AppState>, Path(subscription_id): Path<Str
 
 async fn apply(app: &AppState, subscription: ReportSubscription) -> Result<StoredSubscription, ApiError> {
     let id = subscription.subscription_id.clone();
-    app.runtime.change_subscription(subscription).await?;
+    let subscriber_id = subscription.subscriber_id.clone();
+    let changed = app.runtime.change_subscription(subscription).await;
+    // Committed (or, on an error, possibly committed): the subscriber's cached list is stale now.
+    app.cache.invalidate(&crate::cache::keys::subscriptions(&subscriber_id)).await;
+    changed?;
     let stored = app.runtime.store().subscription(&id).await?;
     stored.map(redact).ok_or_else(|| ApiError::not_found("subscription", &id))
 }

@@ -17,9 +17,10 @@ pub enum Bus {
 }
 
 impl Bus {
-    pub async fn start(config: &Config, runtime: Arc<Runtime>) -> Result<Bus, kafka::KafkaBusError> {
+    /// `cache` is invalidated by the subscription changes that arrive this way.
+    pub async fn start(config: &Config, runtime: Arc<Runtime>, cache: crate::cache::CacheClient) -> Result<Bus, kafka::KafkaBusError> {
         if config.kafka.is_enabled() {
-            Ok(Bus::Kafka(kafka::KafkaBus::start(&config.kafka, runtime, config.allow_private_webhooks).await?))
+            Ok(Bus::Kafka(kafka::KafkaBus::start(&config.kafka, runtime, config.allow_private_webhooks, cache).await?))
         } else {
             Ok(Bus::Local)
         }

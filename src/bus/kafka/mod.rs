@@ -67,7 +67,12 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaBusError> {
 }
 
 impl KafkaBus {
-    pub async fn start(config: &KafkaConfig, runtime: Arc<Runtime>, allow_private_webhooks: bool) -> Result<KafkaBus, KafkaBusError> {
+    pub async fn start(
+        config: &KafkaConfig,
+        runtime: Arc<Runtime>,
+        allow_private_webhooks: bool,
+        cache: crate::cache::CacheClient,
+    ) -> Result<KafkaBus, KafkaBusError> {
         if config.create_topics {
             create_topics(config).await?;
         }
@@ -93,6 +98,7 @@ impl KafkaBus {
             topic: config.subscriptions_topic.clone(),
             dead_letters: dead_letters.clone(),
             allow_private_webhooks,
+            cache,
         };
         subscription_consumer.assign_all()?;
 

@@ -23,6 +23,8 @@ pub struct SubscriptionConsumer {
     pub topic: String,
     pub dead_letters: DeadLetterTopic,
     pub allow_private_webhooks: bool,
+    /// Changes from the topic invalidate the subscriber's cached list, as changes over the API do.
+    pub cache: crate::cache::CacheClient,
 }
 
 /// What one record asks for.
@@ -107,7 +109,12 @@ impl SubscriptionConsumer {
         loop {
             let result = match self.version_to_apply(&change).await {
                 Ok(None) => return true,
-                Ok(Some(subscription)) => self.runtime.apply_subscription_from_bus(subscription).await.map_err(|e| e.to_string()),
+                Ok(Some(subscription)) => {
+                    let key = crate::cache::keys::subscriptions(&subscription.subscriber_id);
+                    let changed = self.runtime.apply_subscription_from_bus(subscription).await.map_err(|e| e.to_string());
+                    self.cache.invalidate(&key).await;
+                    changed
+                }
                 Err(error) => Err(error),
             };
             match result {
