@@ -106,7 +106,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = repdist::server::start(config).await.context("starting repdist")?;
     // Tests and scripts read the bound address from this line (useful with port 0).
     println!("listening on http://{}", server.http_addr());
-    println!("gRPC on {}", server.grpc_addr());
+    // Only one line: scripts read it and close the pipe. The gRPC address is in the log ("gRPC serving").
     shutdown_signal().await;
     tracing::info!("shutting down: finishing attempts under way");
     server.shutdown().await.context("shutting down")?;

@@ -21,14 +21,16 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-        config.data_dir = data_dir.path().to_path_buf();
-        config.allow_private_webhooks = true;
+        let mut config = Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            allow_private_webhooks: true,
+            // Short windows so that a delivery shows up in the stats promptly.
+            stats_window: Duration::from_secs(1),
+            ..Config::default()
+        };
         config.storage.fsync = false;
-        // Short windows so that a delivery shows up in the stats promptly.
-        config.stats_window = Duration::from_secs(1);
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr());
         TestServer { server, base, http: reqwest::Client::new(), _data_dir: data_dir }

@@ -326,10 +326,5 @@ async fn shutdown_ends_open_streams() {
     tokio::time::timeout(WAIT, server.server.shutdown()).await.expect("shutdown does not wait on open streams").unwrap();
     let ended = tokio::time::timeout(WAIT, stream.message()).await.expect("the report stream ends");
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
-    loop {
-        match tokio::time::timeout(WAIT, watch.message()).await.expect("the stats stream ends") {
-            Ok(Some(_)) => continue,
-            _ => break,
-        }
-    }
+    while let Ok(Some(_)) = tokio::time::timeout(WAIT, watch.message()).await.expect("the stats stream ends") {}
 }
