@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where the REST and WebSocket APIs listen.
     pub http_addr: SocketAddr,
+    /// Where the gRPC API (ReportingStream, DistributionQuery, health, reflection) listens.
+    pub grpc_addr: SocketAddr,
     /// Embedded SQLite database and other local state live here.
     pub data_dir: PathBuf,
     /// Timely worker threads running the dataflow.
@@ -41,6 +43,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("./data"),
             workers: 1,
             retry: RetryConfig::default(),

@@ -1,6 +1,6 @@
 //! repdist: report distribution as a timely/differential dataflow.
 //!
-//! Layout: [`api`] (REST/WebSocket) → [`runtime`] (sequencer, workers, dispatcher) → [`store`]
+//! Layout: [`api`] (REST/WebSocket) and [`grpc`] → [`runtime`] (sequencer, workers, dispatcher) → [`store`]
 //! (durable state); the dataflow itself lives in the `dataflows` crate and the channels in `sinks`.
 
 pub mod api;
@@ -8,6 +8,7 @@ pub mod cache;
 pub mod bus;
 pub mod config;
 pub mod demo;
+pub mod grpc;
 pub mod runtime;
 pub mod server;
 pub mod store;

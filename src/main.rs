@@ -45,6 +45,9 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// Where the gRPC API listens (config key `grpc_addr`).
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Timely worker threads.
@@ -90,6 +93,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_addr {
         config.http_addr = addr;
     }
+    if let Some(addr) = args.grpc_addr {
+        config.grpc_addr = addr;
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -100,6 +106,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = repdist::server::start(config).await.context("starting repdist")?;
     // Tests and scripts read the bound address from this line (useful with port 0).
     println!("listening on http://{}", server.http_addr());
+    // Only one line: scripts read it and close the pipe. The gRPC address is in the log ("gRPC serving").
     shutdown_signal().await;
     tracing::info!("shutting down: finishing attempts under way");
     server.shutdown().await.context("shutting down")?;

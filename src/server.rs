@@ -1,4 +1,4 @@
-//! Starting and stopping the whole service in-process: store, runtime, HTTP API.
+//! Starting and stopping the whole service in-process: store, runtime, HTTP and gRPC APIs.
 //! `repdist serve`, `repdist demo` and the integration tests all go through [`start`].
 
 use std::net::SocketAddr;
@@ -30,6 +30,8 @@ pub enum ServerError {
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Kafka(#[from] crate::bus::kafka::KafkaBusError),
+    #[error("gRPC: {0}")]
+    Grpc(#[from] crate::grpc::GrpcError),
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] stops it abruptly, as a crash would.
@@ -39,6 +41,7 @@ pub struct Server {
     bus: Bus,
     stop_http: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
+    grpc: crate::grpc::GrpcServer,
 }
 
 /// Opens the store, replays unfinished work, and starts serving.
@@ -62,6 +65,13 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         .await
         .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
+    let grpc = crate::grpc::start(
+        config.grpc_addr,
+        runtime.clone(),
+        config.allow_private_webhooks,
+        config.stats_window.as_micros() as u64,
+    )
+    .await?;
     let stop_http = CancellationToken::new();
     let stop = stop_http.clone();
     let http = tokio::spawn(async move {
@@ -74,12 +84,16 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         }
         None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), cache = cache.backend_name(), "repdist serving"),
     }
-    Ok(Server { http_addr, runtime, bus, stop_http, http })
+    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc })
 }
 
 impl Server {
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.addr()
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -90,6 +104,7 @@ impl Server {
     /// and recorded; queued deliveries stay pending for the next start.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.stop_http.cancel();
+        self.grpc.shutdown().await;
         self.bus.shutdown().await;
         let http = self.http.await.map_err(|e| ServerError::Http(e.to_string()))?;
         http.map_err(|e| ServerError::Http(e.to_string()))?;
@@ -115,6 +130,7 @@ impl Server {
     pub fn abort(self) {
         self.bus.abort();
         self.http.abort();
+        self.grpc.abort();
         drop(self.runtime);
     }
 }

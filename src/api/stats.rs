@@ -24,9 +24,14 @@ pub struct StatsWindow {
 #[utoipa::path(get, path = "/api/v1/reporting/stats", tag = "stats",
     responses((status = 200, description = "Current windows, oldest first", body = [StatsWindow])))]
 pub async fn current(State(app): State<AppState>) -> Json<Vec<StatsWindow>> {
-    let window = app.stats_window_micros;
-    let windows: Vec<StatsWindow> = app
-        .runtime
+    let windows = windows(&app.runtime, app.stats_window_micros);
+    publish_per_type(&app, &windows);
+    Json(windows)
+}
+
+/// The windows the dataflow currently holds, oldest first; the gRPC API serves the same.
+pub fn windows(runtime: &crate::runtime::Runtime, window: u64) -> Vec<StatsWindow> {
+    runtime
         .views()
         .stats()
         .into_iter()
@@ -41,9 +46,7 @@ pub async fn current(State(app): State<AppState>) -> Json<Vec<StatsWindow>> {
             avg_delivery_time_ms: row.avg_delivery_time_us.map(|us| us as f64 / 1000.0),
             p99_delivery_time_ms: row.p99_delivery_time_us.map(|us| us as f64 / 1000.0),
         })
-        .collect();
-    publish_per_type(&app, &windows);
-    Json(windows)
+        .collect()
 }
 
 /// The spec's `dist_metrics:{report_type}` entry: one report type's totals over the windows above and

@@ -38,7 +38,7 @@ pub struct SubscriptionRequest {
 }
 
 impl SubscriptionRequest {
-    fn into_subscription(self, subscription_id: String) -> ReportSubscription {
+    pub(crate) fn into_subscription(self, subscription_id: String) -> ReportSubscription {
         ReportSubscription {
             subscription_id,
             subscriber_id: self.subscriber_id,
@@ -213,7 +213,7 @@ fn is_private(ip: IpAddr) -> bool {
 }
 
 /// Secrets are write-only: reads show that one is set, never what it is.
-fn redact(mut stored: StoredSubscription) -> StoredSubscription {
+pub(crate) fn redact(mut stored: StoredSubscription) -> StoredSubscription {
     if let Some(webhook) = stored.subscription.delivery_preferences.notification_settings.webhook.as_mut() {
         webhook.secret = "whsec_********".to_string();
     }

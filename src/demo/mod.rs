@@ -50,6 +50,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.clone());
     let mut config = Config::default();
     config.http_addr = "127.0.0.1:0".parse()?;
+    config.grpc_addr = "127.0.0.1:0".parse()?;
     config.data_dir = data_dir;
     config.allow_private_webhooks = true;
     // Shortened retry schedule so flaky endpoints recover within seconds (defaults: 1 s, x2, 5 min).

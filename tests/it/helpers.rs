@@ -19,6 +19,7 @@ pub struct TestServer {
 pub fn test_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data_dir.to_path_buf();
     config.allow_private_webhooks = true;
     config.retry.initial_backoff = Duration::from_millis(50);

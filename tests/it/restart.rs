@@ -19,6 +19,7 @@ fn serve(data_dir: &std::path::Path) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_repdist"))
         .arg("serve")
         .env("REPDIST_HTTP_ADDR", "127.0.0.1:0")
+        .env("REPDIST_GRPC_ADDR", "127.0.0.1:0")
         .env("REPDIST_DATA_DIR", data_dir)
         .env("REPDIST_ALLOW_PRIVATE_WEBHOOKS", "true")
         .env("REPDIST_RETRY__INITIAL_BACKOFF", "50ms")

@@ -17,6 +17,7 @@ impl Api {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = repdist::config::Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_path_buf(),
             ..Default::default()
         };

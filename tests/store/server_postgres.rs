@@ -71,7 +71,7 @@ impl Serving {
 
 async fn serve(database_url: &str, data_dir: &std::path::Path) -> Serving {
     let mut child = repdist()
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("REPDIST_DATABASE_URL", database_url)
         .env("REPDIST_ALLOW_PRIVATE_WEBHOOKS", "true")

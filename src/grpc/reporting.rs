@@ -1,0 +1,235 @@
+//! `ReportingStream`: the seed's gRPC interface. Subscription changes go through the same parsing
+//! and checks as the REST API (`api::body::parse`, `api::subscriptions::admissible`); the live
+//! stream follows the hub the WebSocket uses.
+
+use std::sync::Arc;
+
+use dataflows::report::ReportDataType;
+use dataflows::subscription::{ReportSubscription, SubscriptionStatus};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::proto::reporting_stream_server::ReportingStream;
+use super::proto::{self, SubscriptionAction};
+use super::status::{invalid, not_found};
+use super::{messages, GrpcState};
+use crate::api::subscriptions::{admissible, SubscriptionRequest};
+use crate::runtime::hub::HubMessage;
+use crate::store::StoredSubscription;
+
+/// Messages buffered per stream before the reader counts as slow; past that the hub's own buffer
+/// absorbs the gap, and a reader that overruns it too is ended with `ABORTED`.
+const STREAM_BUFFER: usize = 64;
+
+pub struct Reporting {
+    pub(super) state: GrpcState,
+}
+
+type ReportStream = ReceiverStream<Result<proto::ReportMessage, Status>>;
+
+#[tonic::async_trait]
+impl ReportingStream for Reporting {
+    type StreamReportsStream = ReportStream;
+
+    async fn stream_reports(&self, request: Request<proto::StreamRequest>) -> Result<Response<ReportStream>, Status> {
+        let request = request.into_inner();
+        if let Some(after) = request.after_sequence {
+            return Err(Status::failed_precondition(format!(
+                "resuming after sequence {after} is not possible yet: the live hub keeps no replay buffer; \
+                 leave after_sequence unset to stream from now on"
+            )));
+        }
+        let mut report_types = Vec::with_capacity(request.report_types.len());
+        for (i, &value) in request.report_types.iter().enumerate() {
+            let t = messages::domain_report_type(value)
+                .ok_or_else(|| invalid(format!("report_types[{i}]"), format!("{value} is not a report type")))?;
+            report_types.push(t);
+        }
+        let subscription_id = request.subscription_id;
+        if subscription_id.is_empty() && report_types.is_empty() {
+            return Err(invalid("subscription_id", "give a subscription_id, report_types, or both"));
+        }
+        if !subscription_id.is_empty() && self.state.runtime.store().subscription(&subscription_id).await?.is_none() {
+            return Err(not_found("subscription", &subscription_id));
+        }
+        // Subscribed before answering: every report published once the client has its response is seen.
+        let mut live = self.state.runtime.hub().subscribe();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let shutdown = self.state.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    next = live.recv() => next,
+                };
+                let item = match next {
+                    Ok(message) if wanted(&message, &subscription_id, &report_types) => Ok(report_message(&message)),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        Err(Status::aborted(format!("fell behind the live stream by {missed} messages; reconnect")))
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                let last = item.is_err();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    sent = tx.send(item) => if sent.is_err() || last { return },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn manage_subscription(
+        &self,
+        request: Request<proto::SubscriptionRequest>,
+    ) -> Result<Response<proto::SubscriptionResponse>, Status> {
+        let request = request.into_inner();
+        let action = SubscriptionAction::try_from(request.action).unwrap_or(SubscriptionAction::Unspecified);
+        let stored = match action {
+            SubscriptionAction::Create => self.create(request).await?,
+            SubscriptionAction::Update => self.update(request).await?,
+            SubscriptionAction::Pause => self.set_status(&request.subscription_id, SubscriptionStatus::Paused).await?,
+            SubscriptionAction::Resume => self.set_status(&request.subscription_id, SubscriptionStatus::Active).await?,
+            SubscriptionAction::Cancel => self.set_status(&request.subscription_id, SubscriptionStatus::Cancelled).await?,
+            SubscriptionAction::Unspecified => {
+                return Err(invalid("action", "must be one of CREATE, UPDATE, PAUSE, RESUME, CANCEL"));
+            }
+        };
+        Ok(Response::new(proto::SubscriptionResponse { subscription: Some(messages::subscription(stored)) }))
+    }
+
+    async fn get_delivery_status(
+        &self,
+        request: Request<proto::DeliveryStatusRequest>,
+    ) -> Result<Response<proto::DeliveryStatus>, Status> {
+        let delivery_id = request.into_inner().delivery_id;
+        if delivery_id.is_empty() {
+            return Err(invalid("delivery_id", "required"));
+        }
+        match self.state.runtime.store().delivery_status(&delivery_id).await? {
+            Some(status) => Ok(Response::new(messages::delivery_status(status))),
+            None => Err(not_found("delivery", &delivery_id)),
+        }
+    }
+}
+
+impl Reporting {
+    async fn create(&self, request: proto::SubscriptionRequest) -> Result<StoredSubscription, Status> {
+        let body = parse_body(&request.subscription_json)?;
+        let id = match (&body.subscription_id, request.subscription_id.is_empty()) {
+            (Some(in_body), false) if *in_body != request.subscription_id => {
+                return Err(invalid("subscription_id", "differs from the subscription_id in subscription_json"));
+            }
+            (Some(id), _) => id.clone(),
+            (None, false) => request.subscription_id,
+            (None, true) => format!("sub_{}", uuid::Uuid::new_v4().simple()),
+        };
+        let subscription = body.into_subscription(id);
+        self.check(&subscription)?;
+        if self.state.runtime.store().subscription(&subscription.subscription_id).await?.is_some() {
+            return Err(Status::already_exists(format!(
+                "subscription `{}` exists; change it with action UPDATE",
+                subscription.subscription_id
+            )));
+        }
+        self.apply(subscription).await
+    }
+
+    async fn update(&self, request: proto::SubscriptionRequest) -> Result<StoredSubscription, Status> {
+        if request.subscription_id.is_empty() {
+            return Err(invalid("subscription_id", "required for UPDATE"));
+        }
+        let body = parse_body(&request.subscription_json)?;
+        if body.subscription_id.as_ref().is_some_and(|id| *id != request.subscription_id) {
+            return Err(invalid("subscription_id", "differs from the subscription_id in subscription_json"));
+        }
+        let existing = self.existing(&request.subscription_id).await?;
+        let subscription = body.into_subscription(request.subscription_id);
+        if subscription.subscriber_id != existing.subscription.subscriber_id {
+            return Err(invalid("subscriber_id", "a subscription cannot move to another subscriber"));
+        }
+        self.check(&subscription)?;
+        self.apply(subscription).await
+    }
+
+    /// PAUSE, RESUME and CANCEL: a new version of the stored subscription with another status.
+    async fn set_status(&self, subscription_id: &str, status: SubscriptionStatus) -> Result<StoredSubscription, Status> {
+        if subscription_id.is_empty() {
+            return Err(invalid("subscription_id", "required"));
+        }
+        let existing = self.existing(subscription_id).await?;
+        let current = existing.subscription.status;
+        if current == status {
+            return Ok(existing);
+        }
+        if current == SubscriptionStatus::Cancelled {
+            return Err(Status::failed_precondition(format!(
+                "subscription `{subscription_id}` is cancelled; create a new one instead"
+            )));
+        }
+        let mut subscription = existing.subscription;
+        subscription.status = status;
+        if status == SubscriptionStatus::Active {
+            // What this server can serve may have changed while the subscription was paused.
+            self.check(&subscription)?;
+        }
+        self.apply(subscription).await
+    }
+
+    async fn existing(&self, subscription_id: &str) -> Result<StoredSubscription, Status> {
+        self.state
+            .runtime
+            .store()
+            .subscription(subscription_id)
+            .await?
+            .ok_or_else(|| not_found("subscription", subscription_id))
+    }
+
+    fn check(&self, subscription: &ReportSubscription) -> Result<(), Status> {
+        Ok(admissible(&self.state.runtime, self.state.allow_private_webhooks, subscription)?)
+    }
+
+    async fn apply(&self, subscription: ReportSubscription) -> Result<StoredSubscription, Status> {
+        let id = subscription.subscription_id.clone();
+        self.state.runtime.change_subscription(subscription).await?;
+        self.existing(&id).await
+    }
+}
+
+/// The REST body's parser, with a missing or unreadable document blamed on `subscription_json`.
+fn parse_body(json: &str) -> Result<SubscriptionRequest, Status> {
+    if json.trim().is_empty() {
+        return Err(invalid("subscription_json", "required: the subscription as the REST API takes it"));
+    }
+    crate::api::body::parse::<SubscriptionRequest>(json.as_bytes()).map_err(|mut error| {
+        if error.field.is_none() {
+            error.field = Some("subscription_json".to_string());
+            error.message = format!("subscription_json: {}", error.message);
+        }
+        error.into()
+    })
+}
+
+fn wanted(message: &HubMessage, subscription_id: &str, report_types: &[ReportDataType]) -> bool {
+    (subscription_id.is_empty() || message.subscription_id == subscription_id)
+        && (report_types.is_empty() || message.report_type.is_some_and(|t| report_types.contains(&t)))
+}
+
+fn report_message(message: &Arc<HubMessage>) -> proto::ReportMessage {
+    let parsed: serde_json::Value = serde_json::from_str(message.text.as_str()).unwrap_or_default();
+    let text = |pointer: &str| parsed.pointer(pointer).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    proto::ReportMessage {
+        sequence: message.seq,
+        delivery_id: text("/delivery_id"),
+        subscription_id: message.subscription_id.clone(),
+        subscriber_id: message.subscriber_id.clone(),
+        report_type: message.report_type.map(|t| messages::report_type(t.as_str())).unwrap_or_default(),
+        report_id: text("/report/report_data/report_id"),
+        event_id: text("/report/event_id"),
+        report_json: parsed.get("report").map(|r| r.to_string()).unwrap_or_default(),
+    }
+}

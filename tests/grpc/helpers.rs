@@ -1,0 +1,141 @@
+//! A real server on port 0 (HTTP and gRPC), the generated tonic clients, and a small JSON client
+//! for the REST side.
+
+use std::time::Duration;
+
+use repdist::config::Config;
+use repdist::grpc::proto::distribution_query_client::DistributionQueryClient;
+use repdist::grpc::proto::reporting_stream_client::ReportingStreamClient;
+use repdist::grpc::proto::{self, SubscriptionAction};
+use repdist::server::Server;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub server: Server,
+    pub base: String,
+    pub http: reqwest::Client,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            allow_private_webhooks: true,
+            // Short windows so that a delivery shows up in the stats promptly.
+            stats_window: Duration::from_secs(1),
+            ..Config::default()
+        };
+        config.storage.fsync = false;
+        let server = repdist::server::start(config).await.expect("server starts");
+        let base = format!("http://{}", server.http_addr());
+        TestServer { server, base, http: reqwest::Client::new(), _data_dir: data_dir }
+    }
+
+    pub fn grpc_target(&self) -> String {
+        format!("http://{}", self.server.grpc_addr())
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_target()).unwrap().connect_timeout(Duration::from_secs(5)).connect().await.expect("gRPC connects")
+    }
+
+    pub async fn reporting(&self) -> ReportingStreamClient<Channel> {
+        ReportingStreamClient::new(self.channel().await)
+    }
+
+    pub async fn query(&self) -> DistributionQueryClient<Channel> {
+        DistributionQueryClient::new(self.channel().await)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Publishes a report over REST; returns its delivery ids; panics unless 202.
+    pub async fn deliver(&self, body: Value) -> Vec<String> {
+        let (status, ack) = self.post("/api/v1/reporting/deliver", &body).await;
+        assert_eq!(status, 202, "deliver: {ack}");
+        ack["delivery_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+
+    /// Creates a subscription over gRPC.
+    pub async fn create(&self, subscription: Value) -> proto::Subscription {
+        let request = proto::SubscriptionRequest {
+            action: SubscriptionAction::Create as i32,
+            subscription_id: String::new(),
+            subscription_json: subscription.to_string(),
+        };
+        let response = self.reporting().await.manage_subscription(request).await.expect("CREATE succeeds");
+        response.into_inner().subscription.expect("the stored subscription")
+    }
+
+    /// Waits until the delivery reaches `state`, asking over gRPC, or panics after 10 s.
+    pub async fn wait_for_state(&self, delivery_id: &str, state: &str) -> proto::DeliveryStatus {
+        let mut client = self.reporting().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let request = proto::DeliveryStatusRequest { delivery_id: delivery_id.to_string() };
+            if let Ok(status) = client.get_delivery_status(request).await {
+                let status = status.into_inner();
+                if status.status == state {
+                    return status;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "delivery {delivery_id} never reached {state}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn dashboard_subscription(id: &str, subscriber: &str) -> Value {
+    json!({
+        "subscription_id": id,
+        "subscriber_id": subscriber,
+        "report_types": ["PERFORMANCE_REPORT"],
+        "delivery_preferences": {"channels": ["DASHBOARD_NOTIFICATION"], "notification_settings": {"dashboard": {}}}
+    })
+}
+
+pub fn report(event_id: &str, report_id: &str) -> Value {
+    json!({
+        "event_id": event_id,
+        "timestamp": "2025-06-21T10:00:00.000Z",
+        "data_type": "PERFORMANCE_REPORT",
+        "report_data": {
+            "report_id": report_id,
+            "report_type": "PERFORMANCE_REPORT",
+            "portfolio_id": "portfolio_001",
+            "report_period": "2025-06",
+            "file_path": "/reports/portfolio_performance_202506.pdf",
+            "file_size_bytes": 2048576
+        },
+        "routing": {
+            "topic": "reporting/performance/delivered",
+            "routing_key": "portfolio_001.performance.monthly",
+            "target_subscribers": [],
+            "delivery_channels": [],
+            "priority": 1
+        },
+        "metadata": {
+            "source_service": "report_generation_service",
+            "delivery_priority": 1,
+            "encryption_required": false,
+            "retention_days": 90
+        }
+    })
+}
