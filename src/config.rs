@@ -33,6 +33,20 @@ pub struct Config {
     pub allow_private_webhooks: bool,
     /// Kafka in and out; off unless `kafka.brokers` (env `REPDIST_KAFKA_BROKERS`) is set.
     pub kafka: crate::bus::kafka::KafkaConfig,
+    /// EMAIL: the SMTP relay every message goes through. EMAIL is enabled only when `email.host` is
+    /// set (env `REPDIST_EMAIL__HOST`); a table without it is an error rather than a silent relay on
+    /// `localhost:25`. Not serialized: it may hold the relay password.
+    #[serde(skip_serializing)]
+    pub email: Option<sinks::email::EmailConfig>,
+    /// SFTP: dialling, keepalive and sessions per server. Always enabled; destinations and
+    /// credentials come with each subscription.
+    pub sftp: sinks::SftpConfig,
+    /// SLACK_INTEGRATION (Slack and Teams webhooks): the shared HTTP client. Always enabled.
+    pub chat: sinks::ChatConfig,
+    /// MOBILE_PUSH: the FCM service account and APNs key (either may be left out, which disables that
+    /// provider; ntfy needs nothing). Always enabled. Not serialized: it holds private keys.
+    #[serde(skip_serializing)]
+    pub push: sinks::PushConfig,
 }
 
 impl Default for Config {
@@ -48,6 +62,10 @@ impl Default for Config {
             stats_window: Duration::from_secs(60),
             allow_private_webhooks: false,
             kafka: crate::bus::kafka::KafkaConfig::default(),
+            email: None,
+            sftp: sinks::SftpConfig::default(),
+            chat: sinks::ChatConfig::default(),
+            push: sinks::PushConfig::default(),
         }
     }
 }
@@ -187,10 +205,15 @@ impl Config {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("repdist.toml")),
         }
-        let config: Config = figment
-            .merge(env())
-            .extract()
-            .map_err(Box::new)?;
+        let figment = figment.merge(env());
+        let config: Config = figment.extract().map_err(Box::new)?;
+        // `[email]` without a host would be a relay on localhost:25 nobody asked for.
+        if config.email.is_some() && figment.find_value("email.host").is_err() {
+            return Err(ConfigError::Invalid {
+                key: "email.host".to_string(),
+                message: "is required to enable the EMAIL channel (leave out [email] to disable it)".to_string(),
+            });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -231,6 +254,17 @@ impl Config {
         }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");
+        }
+        // The channels' own checks name the key as `section.key: message`.
+        let channel_errors = [
+            self.email.as_ref().and_then(|email| email.validate().err()).map(|e| e.to_string()),
+            self.sftp.validate().err().map(|e| e.to_string()),
+            self.chat.validate().err().map(|e| e.to_string()),
+            self.push.validate().err().map(|e| e.to_string()),
+        ];
+        if let Some(message) = channel_errors.into_iter().flatten().next() {
+            let (key, message) = message.split_once(": ").unwrap_or(("channels", &message));
+            return invalid(key, message);
         }
         Ok(())
     }
