@@ -286,3 +286,38 @@ fn env() -> Env {
         })
         .split("__")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("repdist.toml");
+        std::fs::write(&path, toml).expect("write config");
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn the_example_loads_and_leaves_email_off() {
+        let example = include_str!("../repdist.example.toml");
+        let config = load(example).expect("the example is valid");
+        assert!(config.email.is_none());
+        assert_eq!(config.sftp, sinks::SftpConfig::default());
+        assert_eq!(config.chat, sinks::ChatConfig::default());
+    }
+
+    #[test]
+    fn email_is_enabled_by_a_relay_host_only() {
+        let error = load("[email]\nfrom = \"a@example.com\"\n").expect_err("no host");
+        assert!(error.to_string().contains("`email.host`"), "{error}");
+        let config = load("[email]\nhost = \"smtp.example.com\"\ntls = \"starttls\"\n").expect("valid");
+        assert_eq!(config.email.expect("enabled").effective_port(), 587);
+        let error = load("[email]\nhost = \"smtp.example.com\"\nfrom = \"nobody\"\n").expect_err("bad from");
+        assert!(error.to_string().contains("`email.from`"), "{error}");
+        let error = load("[sftp]\nchunk_size = 0\n").expect_err("bad chunk");
+        assert!(error.to_string().contains("`sftp.chunk_size`"), "{error}");
+        let error = load("[chat]\nconect_timeout = \"1s\"\n").expect_err("typo");
+        assert!(error.to_string().contains("conect_timeout"), "{error}");
+    }
+}
