@@ -32,8 +32,10 @@ pub struct NotificationSettings {
     pub email: Option<EmailSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<DashboardSettings>,
+    /// Boxed: it is the largest entry, and every delivery task carries these settings through the
+    /// dataflow, mostly without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sftp: Option<SftpSettings>,
+    pub sftp: Option<Box<SftpSettings>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobile_push: Option<MobilePushSettings>,
     /// SLACK_INTEGRATION's destination: a Slack or Teams webhook.
@@ -198,7 +200,10 @@ impl NotificationSettings {
     pub fn validate_for(&self, channel: DeliveryChannel) -> Result<(), FieldError> {
         fn required<'a, T>(value: &'a Option<T>, key: &str, channel: DeliveryChannel) -> Result<&'a T, FieldError> {
             value.as_ref().ok_or_else(|| {
-                FieldError::new(format!("{PREFIX}.{key}"), format!("is required when channels include {}", channel.as_str()))
+                FieldError::new(
+                    format!("{PREFIX}.{key}"),
+                    format!("is required when channels include {}", channel.as_str()),
+                )
             })
         }
         match channel {
@@ -224,7 +229,8 @@ fn web_url(path: &str, url: &str) -> Result<(), FieldError> {
         .strip_prefix("https://")
         .or_else(|| lower.strip_prefix("http://"))
         .ok_or_else(|| FieldError::new(field(path), "must be an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.starts_with(['/', '?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if rest.is_empty() || rest.starts_with(['/', '?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(FieldError::new(field(path), "must name a host"));
     }
     Ok(())
@@ -273,8 +279,14 @@ impl EmailSettings {
                 _ => address.trim(),
             };
             match addr.rsplit_once('@') {
-                Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace) => {}
-                _ => return Err(FieldError::new(field(&path), "must be an email address (a@example.com or Name <a@example.com>)")),
+                Some((local, domain))
+                    if !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace) => {}
+                _ => {
+                    return Err(FieldError::new(
+                        field(&path),
+                        "must be an email address (a@example.com or Name <a@example.com>)",
+                    ))
+                }
             }
         }
         if let Some(locale) = &self.locale {
@@ -338,9 +350,7 @@ impl SftpSettings {
 /// line `<type> <base64 blob> [comment]` whose blob starts with its own type, as OpenSSH writes it.
 fn host_key_pin(pin: &str) -> bool {
     let pin = pin.trim();
-    let b64 = |s: &str| {
-        base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok()
-    };
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).ok();
     if let Some(encoded) = pin.strip_prefix("SHA256:") {
         return b64(encoded).is_some_and(|bytes| bytes.len() == 32);
     }
@@ -356,7 +366,9 @@ fn host_key_pin(pin: &str) -> bool {
 impl MobilePushSettings {
     fn validate(&self) -> Result<(), FieldError> {
         let (needed, unwanted) = match self.provider {
-            PushProvider::Fcm | PushProvider::Apns => (("device_token", &self.device_token), ("topic_url", &self.topic_url)),
+            PushProvider::Fcm | PushProvider::Apns => {
+                (("device_token", &self.device_token), ("topic_url", &self.topic_url))
+            }
             PushProvider::Ntfy => (("topic_url", &self.topic_url), ("device_token", &self.device_token)),
         };
         let provider = match self.provider {
@@ -365,13 +377,21 @@ impl MobilePushSettings {
             PushProvider::Ntfy => "NTFY",
         };
         if unwanted.1.is_some() {
-            return Err(FieldError::new(field(&format!("mobile_push.{}", unwanted.0)), format!("does not apply to provider {provider}")));
+            return Err(FieldError::new(
+                field(&format!("mobile_push.{}", unwanted.0)),
+                format!("does not apply to provider {provider}"),
+            ));
         }
         let path = format!("mobile_push.{}", needed.0);
-        let value = needed.1.as_deref().ok_or_else(|| FieldError::new(field(&path), format!("is required for provider {provider}")))?;
+        let value = needed
+            .1
+            .as_deref()
+            .ok_or_else(|| FieldError::new(field(&path), format!("is required for provider {provider}")))?;
         match self.provider {
             PushProvider::Ntfy => web_url(&path, value),
-            PushProvider::Apns if !value.chars().all(|c| c.is_ascii_hexdigit()) || value.is_empty() || value.len() > 200 => {
+            PushProvider::Apns
+                if !value.chars().all(|c| c.is_ascii_hexdigit()) || value.is_empty() || value.len() > 200 =>
+            {
                 Err(FieldError::new(field(&path), "must be the APNs device token in hex"))
             }
             _ if value.is_empty() || value.len() > 4096 || !value.chars().all(|c| c.is_ascii_graphic()) => {
@@ -433,14 +453,22 @@ mod tests {
 
     #[test]
     fn sftp_settings_name_the_field() {
-        let ok = NotificationSettings { sftp: Some(sftp()), ..Default::default() };
+        let ok = NotificationSettings { sftp: Some(Box::new(sftp())), ..Default::default() };
         assert_eq!(ok.validate_for(DeliveryChannel::Sftp), Ok(()));
         let fingerprint = SftpSettings { host_key: FINGERPRINT.into(), ..sftp() };
-        assert!(NotificationSettings { sftp: Some(fingerprint), ..Default::default() }.validate_for(DeliveryChannel::Sftp).is_ok());
+        assert!(NotificationSettings { sftp: Some(Box::new(fingerprint)), ..Default::default() }
+            .validate_for(DeliveryChannel::Sftp)
+            .is_ok());
         let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n";
         let cases = [
             (SftpSettings { host_key: "ssh-ed25519 notbase64!".into(), ..sftp() }, "sftp.host_key"),
-            (SftpSettings { host_key: "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIJO+rYgqfW01X4GFoveyekcWNRYZ3k+sSJm+dwUJSINY".into(), ..sftp() }, "sftp.host_key"),
+            (
+                SftpSettings {
+                    host_key: "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIJO+rYgqfW01X4GFoveyekcWNRYZ3k+sSJm+dwUJSINY".into(),
+                    ..sftp()
+                },
+                "sftp.host_key",
+            ),
             (SftpSettings { host_key: "SHA256:c2hvcnQ".into(), ..sftp() }, "sftp.host_key"),
             (SftpSettings { host: "".into(), ..sftp() }, "sftp.host"),
             (SftpSettings { port: 0, ..sftp() }, "sftp.port"),
@@ -452,11 +480,14 @@ mod tests {
             (SftpSettings { directory: "".into(), ..sftp() }, "sftp.directory"),
         ];
         for (settings, path) in cases {
-            let settings = NotificationSettings { sftp: Some(settings), ..Default::default() };
+            let settings = NotificationSettings { sftp: Some(Box::new(settings)), ..Default::default() };
             assert_eq!(error_field(&settings, DeliveryChannel::Sftp), format!("{PREFIX}.{path}"));
         }
-        let with_key = SftpSettings { password: None, private_key: Some(key.into()), passphrase: Some("p".into()), ..sftp() };
-        assert!(NotificationSettings { sftp: Some(with_key), ..Default::default() }.validate_for(DeliveryChannel::Sftp).is_ok());
+        let with_key =
+            SftpSettings { password: None, private_key: Some(key.into()), passphrase: Some("p".into()), ..sftp() };
+        assert!(NotificationSettings { sftp: Some(Box::new(with_key)), ..Default::default() }
+            .validate_for(DeliveryChannel::Sftp)
+            .is_ok());
     }
 
     #[test]
@@ -488,15 +519,20 @@ mod tests {
         assert_eq!(check(PushProvider::Fcm, None, None), Err("mobile_push.device_token".into()));
         assert_eq!(check(PushProvider::Apns, Some("not hex"), None), Err("mobile_push.device_token".into()));
         assert_eq!(check(PushProvider::Ntfy, None, Some("ftp://x")), Err("mobile_push.topic_url".into()));
-        assert_eq!(check(PushProvider::Ntfy, Some("t"), Some("https://ntfy.sh/t")), Err("mobile_push.device_token".into()));
+        assert_eq!(
+            check(PushProvider::Ntfy, Some("t"), Some("https://ntfy.sh/t")),
+            Err("mobile_push.device_token".into())
+        );
         assert_eq!(check(PushProvider::Fcm, Some("t"), Some("https://ntfy.sh/t")), Err("mobile_push.topic_url".into()));
     }
 
     #[test]
     fn slack_and_email_settings_name_the_field() {
-        let slack: SlackSettings = serde_json::from_str(r#"{"webhook_url": "https://hooks.slack.com/services/T/B/x"}"#).unwrap();
+        let slack: SlackSettings =
+            serde_json::from_str(r#"{"webhook_url": "https://hooks.slack.com/services/T/B/x"}"#).unwrap();
         assert_eq!(slack.kind, ChatKind::Slack);
-        let teams: SlackSettings = serde_json::from_str(r#"{"kind": "TEAMS", "webhook_url": "https://x.example/w"}"#).unwrap();
+        let teams: SlackSettings =
+            serde_json::from_str(r#"{"kind": "TEAMS", "webhook_url": "https://x.example/w"}"#).unwrap();
         assert_eq!(teams.kind, ChatKind::Teams);
         let bad = NotificationSettings {
             slack: Some(SlackSettings { link: Some("javascript:x".into()), ..slack }),
@@ -505,21 +541,40 @@ mod tests {
         assert_eq!(error_field(&bad, DeliveryChannel::SlackIntegration), format!("{PREFIX}.slack.link"));
 
         let email = |to: &[&str], locale: Option<&str>| NotificationSettings {
-            email: Some(EmailSettings { to: to.iter().map(|s| s.to_string()).collect(), locale: locale.map(String::from) }),
+            email: Some(EmailSettings {
+                to: to.iter().map(|s| s.to_string()).collect(),
+                locale: locale.map(String::from),
+            }),
             ..Default::default()
         };
-        assert!(email(&["a@example.com", "Ann <ann@example.com>"], Some("de-AT")).validate_for(DeliveryChannel::Email).is_ok());
+        assert!(email(&["a@example.com", "Ann <ann@example.com>"], Some("de-AT"))
+            .validate_for(DeliveryChannel::Email)
+            .is_ok());
         assert_eq!(error_field(&email(&[], None), DeliveryChannel::Email), format!("{PREFIX}.email.to"));
-        assert_eq!(error_field(&email(&["a@example.com", "nobody"], None), DeliveryChannel::Email), format!("{PREFIX}.email.to[1]"));
-        assert_eq!(error_field(&email(&["a@example.com"], Some("en US")), DeliveryChannel::Email), format!("{PREFIX}.email.locale"));
+        assert_eq!(
+            error_field(&email(&["a@example.com", "nobody"], None), DeliveryChannel::Email),
+            format!("{PREFIX}.email.to[1]")
+        );
+        assert_eq!(
+            error_field(&email(&["a@example.com"], Some("en US")), DeliveryChannel::Email),
+            format!("{PREFIX}.email.locale")
+        );
     }
 
     #[test]
     fn debug_redacts_secrets() {
         let settings = NotificationSettings {
-            sftp: Some(sftp()),
-            slack: Some(SlackSettings { kind: ChatKind::Teams, webhook_url: "https://hooks.example/SECRETPATH".into(), link: None }),
-            mobile_push: Some(MobilePushSettings { provider: PushProvider::Fcm, device_token: Some("TOKEN123".into()), topic_url: None }),
+            sftp: Some(Box::new(sftp())),
+            slack: Some(SlackSettings {
+                kind: ChatKind::Teams,
+                webhook_url: "https://hooks.example/SECRETPATH".into(),
+                link: None,
+            }),
+            mobile_push: Some(MobilePushSettings {
+                provider: PushProvider::Fcm,
+                device_token: Some("TOKEN123".into()),
+                topic_url: None,
+            }),
             ..Default::default()
         };
         let printed = format!("{settings:?}");

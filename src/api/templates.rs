@@ -67,7 +67,10 @@ fn stored(key: TemplateKey, template: EmailTemplate) -> StoredTemplate {
 /// The key from the path, naming the path parameter that is wrong.
 fn key(report_type: String, locale: String) -> Result<TemplateKey, ApiError> {
     if report_type != ANY_REPORT_TYPE && !ReportDataType::ALL.iter().any(|t| t.as_str() == report_type) {
-        return Err(ApiError::invalid("report_type", "must be a report type such as PERFORMANCE_REPORT, or * for every type"));
+        return Err(ApiError::invalid(
+            "report_type",
+            "must be a report type such as PERFORMANCE_REPORT, or * for every type",
+        ));
     }
     let locale_ok = !locale.is_empty()
         && locale.len() <= 35

@@ -90,9 +90,9 @@ fn destination(task: &DeliveryTask) -> Result<Destination, String> {
             };
             Destination::Chat { kind, webhook_url: slack.webhook_url.clone(), link: slack.link.clone() }
         }
-        DeliveryChannel::MobilePush => {
-            Destination::Push { target: push_target(settings.mobile_push.as_ref().ok_or_else(|| missing("mobile_push"))?)? }
-        }
+        DeliveryChannel::MobilePush => Destination::Push {
+            target: push_target(settings.mobile_push.as_ref().ok_or_else(|| missing("mobile_push"))?)?,
+        },
     })
 }
 
@@ -132,7 +132,9 @@ fn sftp(sftp: &SftpSettings, task: &DeliveryTask) -> Result<Destination, String>
 }
 
 fn push_target(push: &MobilePushSettings) -> Result<PushTarget, String> {
-    let needed = |value: &Option<String>, key: &str| value.clone().ok_or_else(|| format!("the mobile_push settings have no {key}"));
+    let needed = |value: &Option<String>, key: &str| {
+        value.clone().ok_or_else(|| format!("the mobile_push settings have no {key}"))
+    };
     Ok(match push.provider {
         PushProvider::Fcm => PushTarget::Fcm { device_token: needed(&push.device_token, "device_token")? },
         PushProvider::Apns => PushTarget::Apns { device_token: needed(&push.device_token, "device_token")? },
@@ -190,20 +192,23 @@ mod tests {
             email: Some(EmailSettings { to: vec!["a@example.com".into()], locale: Some("de".into()) }),
             ..Default::default()
         };
-        let request = render(&task(DeliveryChannel::Email, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
+        let request =
+            render(&task(DeliveryChannel::Email, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
         let Destination::Email { to, locale, report_type, attachment } = request.destination else { panic!() };
         assert_eq!((to.len(), locale.as_deref(), report_type.as_str()), (1, Some("de"), "PERFORMANCE_REPORT"));
         assert_eq!(attachment, Some(PathBuf::from("/data/q2.pdf")));
         for path in ["", "https://files.example.com/q2.pdf"] {
-            let request = render(&task(DeliveryChannel::Email, settings.clone(), path), Duration::from_secs(1)).unwrap();
+            let request =
+                render(&task(DeliveryChannel::Email, settings.clone(), path), Duration::from_secs(1)).unwrap();
             assert!(matches!(request.destination, Destination::Email { attachment: None, .. }), "{path:?}");
         }
     }
 
     #[test]
     fn sftp_names_the_file_after_the_report() {
-        let settings = NotificationSettings { sftp: Some(sftp_settings()), ..Default::default() };
-        let request = render(&task(DeliveryChannel::Sftp, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
+        let settings = NotificationSettings { sftp: Some(Box::new(sftp_settings())), ..Default::default() };
+        let request =
+            render(&task(DeliveryChannel::Sftp, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
         let Destination::Sftp { port, file, file_name, auth, .. } = request.destination else { panic!() };
         assert_eq!((port, file, file_name.as_str()), (2222, Some(PathBuf::from("/data/q2.pdf")), "q2.pdf"));
         assert_eq!(auth, SftpAuth::Password("pw".into()));
@@ -216,14 +221,20 @@ mod tests {
     fn chat_and_push_map_their_kinds_and_missing_settings_fail() {
         let settings = NotificationSettings {
             slack: Some(SlackSettings { kind: ChatKind::Teams, webhook_url: "https://x/w".into(), link: None }),
-            mobile_push: Some(MobilePushSettings { provider: PushProvider::Ntfy, device_token: None, topic_url: Some("https://n/t".into()) }),
+            mobile_push: Some(MobilePushSettings {
+                provider: PushProvider::Ntfy,
+                device_token: None,
+                topic_url: Some("https://n/t".into()),
+            }),
             ..Default::default()
         };
-        let request = render(&task(DeliveryChannel::SlackIntegration, settings.clone(), ""), Duration::from_secs(1)).unwrap();
+        let request =
+            render(&task(DeliveryChannel::SlackIntegration, settings.clone(), ""), Duration::from_secs(1)).unwrap();
         assert!(matches!(request.destination, Destination::Chat { kind: sinks::ChatKind::Teams, .. }));
         let request = render(&task(DeliveryChannel::MobilePush, settings, ""), Duration::from_secs(1)).unwrap();
         assert!(matches!(request.destination, Destination::Push { target: PushTarget::Ntfy { .. } }));
-        let error = render(&task(DeliveryChannel::Sftp, NotificationSettings::default(), ""), Duration::from_secs(1)).unwrap_err();
+        let error = render(&task(DeliveryChannel::Sftp, NotificationSettings::default(), ""), Duration::from_secs(1))
+            .unwrap_err();
         assert_eq!(error, "subscription has no sftp settings");
     }
 }

@@ -20,7 +20,8 @@ use crate::smtp::SmtpPeer;
 use crate::sshd::{KeyPair, Sshd};
 
 /// Bytes that are not valid UTF-8 and contain CR/LF, so a mangled attachment cannot pass.
-const PDF: &[u8] = b"%PDF-1.4\r\n%\xe2\xe3\xcf\xd3\r\n1 0 obj << /Type /Catalog >> endobj\n\x00\x01\x02\xff trailer\n%%EOF\n";
+const PDF: &[u8] =
+    b"%PDF-1.4\r\n%\xe2\xe3\xcf\xd3\r\n1 0 obj << /Type /Catalog >> endobj\n\x00\x01\x02\xff trailer\n%%EOF\n";
 
 /// A server whose EMAIL channel uses `smtp`, and whose attempts have time for an SSH handshake.
 async fn server_with_relay(smtp: Option<&SmtpPeer>) -> TestServer {
@@ -117,7 +118,9 @@ async fn email_templates_are_managed_over_rest_and_used_for_the_next_message() {
     assert_eq!(list["email_enabled"], true);
 
     // Broken parts are refused, naming the part, and leave the stored template alone.
-    for (part, source) in [("subject", "{{ report.report_id | no_such_filter }}"), ("html", "{% if %}"), ("text", "{{ unclosed")] {
+    for (part, source) in
+        [("subject", "{{ report.report_id | no_such_filter }}"), ("html", "{% if %}"), ("text", "{{ unclosed")]
+    {
         let mut broken = template.clone();
         broken[part] = json!(source);
         let (status, answer) = server.send(Method::PUT, path, Some(&broken)).await;
@@ -126,10 +129,13 @@ async fn email_templates_are_managed_over_rest_and_used_for_the_next_message() {
     }
     let (status, answer) = server.send(Method::PUT, "/api/v1/reporting/templates/NOT_A_TYPE/en", Some(&template)).await;
     assert_eq!((status, answer["error"]["field"].clone()), (422, json!("report_type")), "{answer}");
-    let (status, answer) = server.send(Method::PUT, "/api/v1/reporting/templates/*/en", Some(&json!({"subject": "x"}))).await;
+    let (status, answer) =
+        server.send(Method::PUT, "/api/v1/reporting/templates/*/en", Some(&json!({"subject": "x"}))).await;
     assert_eq!(status, 422, "{answer}");
 
-    server.subscribe(subscription("mail-2", "EMAIL", json!({"email": {"to": ["ann@client.test"], "locale": "en"}}))).await;
+    server
+        .subscribe(subscription("mail-2", "EMAIL", json!({"email": {"to": ["ann@client.test"], "locale": "en"}})))
+        .await;
     // No file: the helpers' report names one that does not exist here (a missing file fails for good).
     let delivery = server.deliver(report_with_file("evt-mail-2", "rep-mail-2", "")).await.remove(0);
     server.wait_for_state(&delivery, "DELIVERED").await;
@@ -163,7 +169,12 @@ struct HttpPeer {
 
 impl HttpPeer {
     async fn start() -> HttpPeer {
-        async fn record(State(hits): State<Arc<Mutex<Vec<Hit>>>>, uri: Uri, headers: HeaderMap, body: Bytes) -> &'static str {
+        async fn record(
+            State(hits): State<Arc<Mutex<Vec<Hit>>>>,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> &'static str {
             hits.lock().unwrap().push(Hit { path: uri.path().to_string(), headers, body });
             "ok"
         }
@@ -259,7 +270,8 @@ async fn sftp_uploads_the_report_and_its_manifest() {
     assert_eq!(status["status"], "DELIVERED", "{status}\nsshd log:\n{}", sshd.log());
 
     assert_eq!(std::fs::read(directory.join("risk_q2.pdf")).unwrap(), PDF, "the report arrives byte for byte");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(directory.join("risk_q2.pdf.manifest.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(directory.join("risk_q2.pdf.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["type"], "report.distributed");
     assert_eq!(manifest["data"]["delivery_id"], expected.as_str());
     assert_eq!(manifest["data"]["report"]["report_data"]["report_id"], "rep-sftp-1");
@@ -275,28 +287,50 @@ fn with(object: &Value, key: &str, value: Value) -> Value {
 async fn channel_settings_are_validated_naming_the_field() {
     let server = server_with_relay(None).await;
     let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJO+rYgqfW01X4GFoveyekcWNRYZ3k+sSJm+dwUJSINY host";
-    let sftp = json!({"host": "sftp.example.com", "username": "u", "password": "p", "host_key": host_key, "directory": "in"});
+    let sftp =
+        json!({"host": "sftp.example.com", "username": "u", "password": "p", "host_key": host_key, "directory": "in"});
     let prefix = "delivery_preferences.notification_settings";
     let cases: Vec<(&str, Value, String)> = vec![
         ("SFTP", json!({}), format!("{prefix}.sftp")),
-        ("SFTP", json!({"sftp": {"host": "h", "username": "u", "password": "p", "directory": "in"}}), format!("{prefix}.sftp.host_key")),
+        (
+            "SFTP",
+            json!({"sftp": {"host": "h", "username": "u", "password": "p", "directory": "in"}}),
+            format!("{prefix}.sftp.host_key"),
+        ),
         ("SFTP", json!({"sftp": with(&sftp, "host_key", json!("not a key"))}), format!("{prefix}.sftp.host_key")),
-        ("SFTP", json!({"sftp": with(&sftp, "private_key", json!("-----BEGIN OPENSSH PRIVATE KEY-----"))}),
-            format!("{prefix}.sftp.private_key")),
+        (
+            "SFTP",
+            json!({"sftp": with(&sftp, "private_key", json!("-----BEGIN OPENSSH PRIVATE KEY-----"))}),
+            format!("{prefix}.sftp.private_key"),
+        ),
         ("SLACK_INTEGRATION", json!({"email": {"to": ["a@example.com"]}}), format!("{prefix}.slack")),
-        ("SLACK_INTEGRATION", json!({"slack": {"webhook_url": "hooks.slack.com/x"}}), format!("{prefix}.slack.webhook_url")),
-        ("SLACK_INTEGRATION", json!({"slack": {"kind": "IRC", "webhook_url": "https://x.example/w"}}), format!("{prefix}.slack.kind")),
+        (
+            "SLACK_INTEGRATION",
+            json!({"slack": {"webhook_url": "hooks.slack.com/x"}}),
+            format!("{prefix}.slack.webhook_url"),
+        ),
+        (
+            "SLACK_INTEGRATION",
+            json!({"slack": {"kind": "IRC", "webhook_url": "https://x.example/w"}}),
+            format!("{prefix}.slack.kind"),
+        ),
         ("MOBILE_PUSH", json!({"mobile_push": {"provider": "FCM"}}), format!("{prefix}.mobile_push.device_token")),
-        ("MOBILE_PUSH", json!({"mobile_push": {"provider": "NTFY", "topic_url": "ntfy.sh/x"}}), format!("{prefix}.mobile_push.topic_url")),
+        (
+            "MOBILE_PUSH",
+            json!({"mobile_push": {"provider": "NTFY", "topic_url": "ntfy.sh/x"}}),
+            format!("{prefix}.mobile_push.topic_url"),
+        ),
         // EMAIL is disabled on this server (no relay configured): the channel itself is refused.
         ("EMAIL", json!({"email": {"to": ["a@example.com"]}}), "delivery_preferences.channels[0]".to_string()),
     ];
     for (channel, settings, field) in cases {
-        let (status, answer) = server.post("/api/v1/reporting/subscribe", &subscription("bad", channel, settings)).await;
+        let (status, answer) =
+            server.post("/api/v1/reporting/subscribe", &subscription("bad", channel, settings)).await;
         assert_eq!(status, 422, "{field}: {answer}");
         assert_eq!(answer["error"]["field"], field.as_str(), "{answer}");
     }
-    let (status, answer) = server.post("/api/v1/reporting/subscribe", &subscription("ok", "SFTP", json!({"sftp": sftp}))).await;
+    let (status, answer) =
+        server.post("/api/v1/reporting/subscribe", &subscription("ok", "SFTP", json!({"sftp": sftp}))).await;
     assert_eq!(status, 201, "{answer}");
 }
 
