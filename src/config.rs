@@ -37,6 +37,20 @@ pub struct Config {
     pub kafka: crate::bus::kafka::KafkaConfig,
     /// The read cache: in-process unless `cache.redis_url` (env `REPDIST_REDIS_URL`) is set.
     pub cache: crate::cache::CacheConfig,
+    /// EMAIL: the SMTP relay every message goes through. EMAIL is enabled only when `email.host` is
+    /// set (env `REPDIST_EMAIL__HOST`); a table without it is an error rather than a silent relay on
+    /// `localhost:25`. Not serialized: it may hold the relay password.
+    #[serde(skip_serializing)]
+    pub email: Option<sinks::email::EmailConfig>,
+    /// SFTP: dialling, keepalive and sessions per server. Always enabled; destinations and
+    /// credentials come with each subscription.
+    pub sftp: sinks::SftpConfig,
+    /// SLACK_INTEGRATION (Slack and Teams webhooks): the shared HTTP client. Always enabled.
+    pub chat: sinks::ChatConfig,
+    /// MOBILE_PUSH: the FCM service account and APNs key (either may be left out, which disables that
+    /// provider; ntfy needs nothing). Always enabled. Not serialized: it holds private keys.
+    #[serde(skip_serializing)]
+    pub push: sinks::PushConfig,
 }
 
 impl Default for Config {
@@ -54,6 +68,10 @@ impl Default for Config {
             allow_private_webhooks: false,
             kafka: crate::bus::kafka::KafkaConfig::default(),
             cache: crate::cache::CacheConfig::default(),
+            email: None,
+            sftp: sinks::SftpConfig::default(),
+            chat: sinks::ChatConfig::default(),
+            push: sinks::PushConfig::default(),
         }
     }
 }
@@ -193,10 +211,15 @@ impl Config {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("repdist.toml")),
         }
-        let config: Config = figment
-            .merge(env())
-            .extract()
-            .map_err(Box::new)?;
+        let figment = figment.merge(env());
+        let config: Config = figment.extract().map_err(Box::new)?;
+        // `[email]` without a host would be a relay on localhost:25 nobody asked for.
+        if config.email.is_some() && figment.find_value("email.host").is_err() {
+            return Err(ConfigError::Invalid {
+                key: "email.host".to_string(),
+                message: "is required to enable the EMAIL channel (leave out [email] to disable it)".to_string(),
+            });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -240,6 +263,17 @@ impl Config {
         }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");
+        }
+        // The channels' own checks name the key as `section.key: message`.
+        let channel_errors = [
+            self.email.as_ref().and_then(|email| email.validate().err()).map(|e| e.to_string()),
+            self.sftp.validate().err().map(|e| e.to_string()),
+            self.chat.validate().err().map(|e| e.to_string()),
+            self.push.validate().err().map(|e| e.to_string()),
+        ];
+        if let Some(message) = channel_errors.into_iter().flatten().next() {
+            let (key, message) = message.split_once(": ").unwrap_or(("channels", &message));
+            return invalid(key, message);
         }
         Ok(())
     }
@@ -291,5 +325,35 @@ mod tests {
             assert!(error.contains("brokres"), "{error}");
             Ok(())
         });
+    }
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("repdist.toml");
+        std::fs::write(&path, toml).expect("write config");
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn the_example_loads_and_leaves_email_off() {
+        let example = include_str!("../repdist.example.toml");
+        let config = load(example).expect("the example is valid");
+        assert!(config.email.is_none());
+        assert_eq!(config.sftp, sinks::SftpConfig::default());
+        assert_eq!(config.chat, sinks::ChatConfig::default());
+    }
+
+    #[test]
+    fn email_is_enabled_by_a_relay_host_only() {
+        let error = load("[email]\nfrom = \"a@example.com\"\n").expect_err("no host");
+        assert!(error.to_string().contains("`email.host`"), "{error}");
+        let config = load("[email]\nhost = \"smtp.example.com\"\ntls = \"starttls\"\n").expect("valid");
+        assert_eq!(config.email.expect("enabled").effective_port(), 587);
+        let error = load("[email]\nhost = \"smtp.example.com\"\nfrom = \"nobody\"\n").expect_err("bad from");
+        assert!(error.to_string().contains("`email.from`"), "{error}");
+        let error = load("[sftp]\nchunk_size = 0\n").expect_err("bad chunk");
+        assert!(error.to_string().contains("`sftp.chunk_size`"), "{error}");
+        let error = load("[chat]\nconect_timeout = \"1s\"\n").expect_err("typo");
+        assert!(error.to_string().contains("conect_timeout"), "{error}");
     }
 }

@@ -5,6 +5,7 @@
 //! delivery set; attempt outcomes fed back in drive retries (delayed in dataflow time), dead letters
 //! and windowed distribution statistics.
 
+pub mod channel_settings;
 pub mod dataflow;
 pub mod delivery;
 pub mod index;

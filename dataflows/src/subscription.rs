@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::channel_settings::{
+    ChatKind, DashboardSettings, EmailSettings, MobilePushSettings, NotificationSettings, PushProvider, SftpSettings,
+    SlackSettings, WebhookSettings,
+};
 use crate::delivery::DeliveryChannel;
 use crate::report::{ReportDataType, ReportDistribution};
 use crate::validation::{identifier, FieldError, Validate};
@@ -78,68 +82,6 @@ pub struct DeliveryPreferences {
     pub format_preferences: Vec<String>,
     #[serde(default)]
     pub notification_settings: NotificationSettings,
-}
-
-/// Per-channel destinations. A channel listed in `channels` needs its entry here where it has one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct NotificationSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<EmailSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dashboard: Option<DashboardSettings>,
-    /// Settings of channels whose typed form arrives with their sinks, kept verbatim until then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sftp: Option<JsonBlob>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mobile_push: Option<JsonBlob>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slack: Option<JsonBlob>,
-}
-
-/// An HTTPS (or, for local receivers, HTTP) endpoint and its Standard Webhooks signing secret.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSettings {
-    pub url: String,
-    /// `whsec_` followed by the base64 of the key bytes. Never logged, never returned by reads.
-    pub secret: String,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct EmailSettings {
-    pub to: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct DashboardSettings {}
-
-/// Any JSON value, held as its compact text so that it can live inside dataflow collections
-/// (which need `Ord` and `Hash`, which `serde_json::Value` lacks).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = Object))]
-pub struct JsonBlob(pub String);
-
-impl Serialize for JsonBlob {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let value: serde_json::Value = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
-        value.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for JsonBlob {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        Ok(JsonBlob(value.to_string()))
-    }
 }
 
 /// Which reports of the subscribed types are wanted. Empty or absent means "no restriction".
@@ -224,25 +166,7 @@ impl Validate for ReportSubscription {
             return Err(FieldError::new("delivery_preferences.schedule", "is required for SCHEDULED subscriptions"));
         }
         for channel in &prefs.channels {
-            match channel {
-                DeliveryChannel::ApiWebhook => {
-                    let field = "delivery_preferences.notification_settings.webhook";
-                    let webhook = prefs
-                        .notification_settings
-                        .webhook
-                        .as_ref()
-                        .ok_or_else(|| FieldError::new(field, "is required when channels include API_WEBHOOK"))?;
-                    validate_webhook(webhook)?;
-                }
-                DeliveryChannel::Email => {
-                    let field = "delivery_preferences.notification_settings.email.to";
-                    let email = prefs.notification_settings.email.as_ref();
-                    if email.is_none_or(|e| e.to.is_empty()) {
-                        return Err(FieldError::new(field, "needs at least one recipient when channels include EMAIL"));
-                    }
-                }
-                _ => {}
-            }
+            prefs.notification_settings.validate_for(*channel)?;
         }
         for (i, p) in self.filters.portfolio_ids.iter().enumerate() {
             identifier(&format!("filters.portfolio_ids[{i}]"), p)?;
@@ -252,28 +176,6 @@ impl Validate for ReportSubscription {
                 .map_err(|e| FieldError::new("filters.routing_key", format!("is not a valid glob: {e}")))?;
         }
         Ok(())
-    }
-}
-
-fn validate_webhook(webhook: &WebhookSettings) -> Result<(), FieldError> {
-    let url_field = "delivery_preferences.notification_settings.webhook.url";
-    let lower = webhook.url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .ok_or_else(|| FieldError::new(url_field, "must be an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') || webhook.url.chars().any(|c| c.is_whitespace()) {
-        return Err(FieldError::new(url_field, "must name a host"));
-    }
-    let secret_field = "delivery_preferences.notification_settings.webhook.secret";
-    let key = webhook
-        .secret
-        .strip_prefix("whsec_")
-        .ok_or_else(|| FieldError::new(secret_field, "must start with whsec_"))?;
-    use base64::Engine as _;
-    match base64::engine::general_purpose::STANDARD.decode(key) {
-        Ok(bytes) if bytes.len() >= 16 => Ok(()),
-        _ => Err(FieldError::new(secret_field, "must be whsec_ followed by the base64 of at least 16 bytes")),
     }
 }
 

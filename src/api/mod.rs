@@ -12,11 +12,12 @@ pub mod ops;
 pub mod stats;
 pub mod stream;
 pub mod subscriptions;
+pub mod templates;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -47,7 +48,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/channels", get(channels::list).post(channels::create))
         .route("/channels/{channel_id}", get(channels::get))
         .route("/channels/{channel_id}/enable", post(channels::enable))
-        .route("/channels/{channel_id}/disable", post(channels::disable));
+        .route("/channels/{channel_id}/disable", post(channels::disable))
+        .route("/templates", get(templates::list))
+        .route("/templates/{report_type}/{locale}", put(templates::put).delete(templates::delete));
     Router::new()
         .nest("/api/v1/reporting", reporting)
         .route("/api/v1/openapi.json", get(ops::openapi))

@@ -212,17 +212,59 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Secrets are write-only: reads show that one is set, never what it is.
+/// What a read shows in place of a secret.
+const MASK: &str = "********";
+
+/// Secrets are write-only: reads show that one is set, never what it is. URLs that are credentials
+/// (chat webhooks, ntfy topics) keep their scheme and host, so a subscriber can tell which is set.
 pub(crate) fn redact(mut stored: StoredSubscription) -> StoredSubscription {
-    if let Some(webhook) = stored.subscription.delivery_preferences.notification_settings.webhook.as_mut() {
+    let settings = &mut stored.subscription.delivery_preferences.notification_settings;
+    if let Some(webhook) = settings.webhook.as_mut() {
         webhook.secret = "whsec_********".to_string();
+    }
+    if let Some(sftp) = settings.sftp.as_mut() {
+        for secret in [&mut sftp.password, &mut sftp.private_key, &mut sftp.passphrase] {
+            if let Some(value) = secret.as_mut() {
+                *value = MASK.to_string();
+            }
+        }
+    }
+    if let Some(slack) = settings.slack.as_mut() {
+        slack.webhook_url = masked_url(&slack.webhook_url);
+    }
+    if let Some(push) = settings.mobile_push.as_mut() {
+        if let Some(token) = push.device_token.as_mut() {
+            *token = MASK.to_string();
+        }
+        if let Some(url) = push.topic_url.as_mut() {
+            *url = masked_url(url);
+        }
     }
     stored
 }
 
+/// `https://hooks.slack.com/services/T/B/secret` -> `https://hooks.slack.com/********`.
+fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match (parsed.host_str(), parsed.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}/{MASK}", parsed.scheme()),
+            (Some(host), None) => format!("{}://{host}/{MASK}", parsed.scheme()),
+            _ => MASK.to_string(),
+        },
+        Err(_) => MASK.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::targets_private_network;
+    use super::{masked_url, targets_private_network};
+
+    #[test]
+    fn masked_urls_keep_only_scheme_and_host() {
+        assert_eq!(masked_url("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/********");
+        assert_eq!(masked_url("http://127.0.0.1:8081/topic?auth=x"), "http://127.0.0.1:8081/********");
+        assert_eq!(masked_url("not a url"), "********");
+    }
 
     #[test]
     fn private_targets_are_recognised() {

@@ -7,11 +7,12 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataflows::delivery::{AttemptResult, DeliveryChannel, DeliveryTask};
-use serde::Serialize;
-use sinks::{DeliveryRequest, Destination, SinkError, SinkRegistry};
+use dataflows::delivery::{AttemptResult, DeliveryTask};
+use sinks::{SinkError, SinkRegistry};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+pub use super::render::render;
 
 /// One attempt's end, on its way back to the sequencer.
 #[derive(Debug)]
@@ -145,61 +146,4 @@ async fn attempt(sinks: &SinkRegistry, task: &DeliveryTask, timeout: Duration) -
         Ok(Err(SinkError::Permanent { reason })) => AttemptResult::Permanent { error: reason },
         Err(_) => AttemptResult::Transient { error: format!("timed out after {timeout:?}"), retry_after: None },
     }
-}
-
-/// The body every channel sends: the Standard Webhooks `{type, timestamp, data}` envelope.
-#[derive(Serialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    timestamp: chrono::DateTime<chrono::Utc>,
-    data: EnvelopeData<'a>,
-}
-
-#[derive(Serialize)]
-struct EnvelopeData<'a> {
-    delivery_id: &'a str,
-    subscription_id: &'a str,
-    subscriber_id: &'a str,
-    channel: DeliveryChannel,
-    attempt: u32,
-    report: &'a dataflows::report::ReportDistribution,
-}
-
-/// Renders a task into its channel's request. An `Err` is a permanent failure (bad destination).
-pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest, String> {
-    let envelope = Envelope {
-        kind: "report.distributed",
-        timestamp: chrono::Utc::now(),
-        data: EnvelopeData {
-            delivery_id: &task.delivery_id,
-            subscription_id: &task.subscription_id,
-            subscriber_id: &task.subscriber_id,
-            channel: task.channel,
-            attempt: task.attempt,
-            report: &task.report,
-        },
-    };
-    let payload = serde_json::to_vec(&envelope).map_err(|e| format!("could not render payload: {e}"))?;
-    let settings = &task.settings;
-    let destination = match task.channel {
-        DeliveryChannel::ApiWebhook => {
-            let webhook = settings.webhook.as_ref().ok_or("subscription has no webhook settings")?;
-            Destination::Webhook { url: webhook.url.clone(), secret: webhook.secret.clone() }
-        }
-        DeliveryChannel::DashboardNotification => Destination::Dashboard {
-            subscriber_id: task.subscriber_id.clone(),
-            subscription_id: task.subscription_id.clone(),
-            report_id: task.report.report_data.report_id.clone(),
-        },
-        other => return Err(format!("channel {} has no renderer yet", other.as_str())),
-    };
-    Ok(DeliveryRequest {
-        idempotency_key: task.delivery_id.clone(),
-        destination,
-        payload: payload.into(),
-        timeout,
-        attempt: task.attempt,
-        priority: task.priority(),
-    })
 }

@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod hub;
 pub mod outbox;
 mod recovery;
+mod render;
 pub mod sequencer;
 pub mod views;
 pub mod workers;
@@ -19,7 +20,7 @@ use dataflows::delivery::DeliveryTask;
 use dataflows::report::ReportDistribution;
 use dataflows::subscription::ReportSubscription;
 use serde::Serialize;
-use sinks::SinkRegistry;
+use sinks::{SinkRegistry, TemplateStore};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,7 @@ pub struct Runtime {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     sinks: Arc<SinkRegistry>,
+    templates: Arc<TemplateStore>,
     shutdown: CancellationToken,
     sequencer: Option<JoinHandle<Result<(), RuntimeError>>>,
     dispatcher: Option<JoinHandle<()>>,
@@ -68,7 +70,9 @@ impl Runtime {
     /// Starts workers, replays what the last run left unfinished, then starts taking requests.
     pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Runtime, RuntimeError> {
         let hub = Arc::new(Hub::new(4096));
-        let sinks = Arc::new(build_sinks(config, store.clone(), hub.clone())?);
+        let default_locale = config.email.as_ref().map_or("en", |email| email.default_locale.as_str());
+        let templates = Arc::new(TemplateStore::new(default_locale));
+        let sinks = Arc::new(build_sinks(config, store.clone(), hub.clone(), templates.clone())?);
         let dataflow_config = DataflowConfig {
             retry: config.retry.policy(),
             stats_window: config.stats_window.as_micros() as u64,
@@ -124,6 +128,7 @@ impl Runtime {
             hub,
             store,
             sinks,
+            templates,
             shutdown,
             sequencer: Some(sequencer),
             dispatcher: Some(dispatcher),
@@ -196,6 +201,12 @@ impl Runtime {
         self.sinks.channels()
     }
 
+    /// The email templates the EMAIL sink renders with (shared with the templates API). Held even
+    /// when EMAIL is disabled, so templates can be prepared before a relay is configured.
+    pub fn templates(&self) -> &Arc<TemplateStore> {
+        &self.templates
+    }
+
     /// Whether the core loop is still running.
     pub fn is_healthy(&self) -> bool {
         self.sequencer.as_ref().is_some_and(|s| !s.is_finished())
@@ -215,16 +226,33 @@ impl Runtime {
     }
 }
 
-fn build_sinks(config: &Config, store: Arc<dyn Store>, hub: Arc<Hub>) -> Result<SinkRegistry, RuntimeError> {
+/// Registers every channel this configuration can serve: webhook, dashboard, SFTP, chat and push
+/// always (their destinations and credentials come with each subscription), EMAIL only when a relay
+/// is configured. `enabled_channels()` follows from it, and with it which channels a subscription
+/// may name.
+fn build_sinks(
+    config: &Config,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    templates: Arc<TemplateStore>,
+) -> Result<SinkRegistry, RuntimeError> {
+    let setup = |e: &dyn std::fmt::Display| RuntimeError::Unavailable(e.to_string());
     let webhook_config = sinks::webhook::WebhookConfig {
         pool_max_idle_per_host: config.delivery.webhook_pool_per_host,
         connect_timeout: config.delivery.attempt_timeout,
         ..Default::default()
     };
-    let webhook = sinks::webhook::WebhookSink::new(webhook_config).map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+    let webhook = sinks::webhook::WebhookSink::new(webhook_config).map_err(|e| setup(&e))?;
     let board = Arc::new(board::StoreBoard { store, hub });
     let mut registry = SinkRegistry::default();
     registry.register(Arc::new(webhook));
     registry.register(Arc::new(sinks::dashboard::DashboardSink::new(board)));
+    registry.register(Arc::new(sinks::SftpSink::new(config.sftp.clone()).map_err(|e| setup(&e))?));
+    registry.register(Arc::new(sinks::ChatSink::new(config.chat.clone()).map_err(|e| setup(&e))?));
+    registry.register(Arc::new(sinks::PushSink::new(config.push.clone()).map_err(|e| setup(&e))?));
+    if let Some(email) = &config.email {
+        let sink = sinks::EmailSink::with_templates(email.clone(), templates).map_err(|e| setup(&e))?;
+        registry.register(Arc::new(sink));
+    }
     Ok(registry)
 }

@@ -42,7 +42,9 @@ pub fn subscription(id: &str, subscriber: &str, status: &str, channels: &[&str])
             "notification_settings": {
                 "webhook": {"url": format!("https://hooks.example.com/{id}"), "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0"},
                 "email": {"to": ["ops@example.com"]},
-                "mobile_push": {"zeta": 1, "alpha": {"b": [1.5, true, null], "a": "x"}}
+                "mobile_push": {"provider": "NTFY", "topic_url": format!("https://ntfy.example.com/{id}")},
+                "sftp": {"host": "sftp.example.com", "port": 2222, "username": "u", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----\n",
+                         "passphrase": "pässphrase", "host_key": "SHA256:3l2WbMFMFMLFrwrRXKFHaZZgYmra8EyDYG+Rg8EoIxg", "directory": "/inbox/résumés"}
             }
         },
         "filters": {"portfolio_ids": ["portfolio_001"], "routing_key": "portfolio_001.*", "min_priority": 1},

@@ -1,0 +1,240 @@
+//! Rendering a delivery task into its channel's request: one payload for every channel (the Standard
+//! Webhooks `{type, timestamp, data}` envelope), and one destination arm per channel built from the
+//! subscription's settings as they were when the report matched.
+//!
+//! Settings were validated when the subscription was written, so a missing one here means a task
+//! from before that validation existed: an `Err`, which the dispatcher turns into a permanent
+//! failure. Errors never quote a secret.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dataflows::delivery::{DeliveryChannel, DeliveryTask};
+use dataflows::report::ReportDistribution;
+use dataflows::subscription::{ChatKind, MobilePushSettings, PushProvider, SftpSettings};
+use serde::Serialize;
+use sinks::{DeliveryRequest, Destination, PushTarget, SftpAuth};
+
+/// The body every channel sends: the Standard Webhooks `{type, timestamp, data}` envelope.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: chrono::DateTime<chrono::Utc>,
+    data: EnvelopeData<'a>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeData<'a> {
+    delivery_id: &'a str,
+    subscription_id: &'a str,
+    subscriber_id: &'a str,
+    channel: DeliveryChannel,
+    attempt: u32,
+    report: &'a ReportDistribution,
+}
+
+/// Renders a task into its channel's request. An `Err` is a permanent failure (bad destination).
+pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest, String> {
+    let envelope = Envelope {
+        kind: "report.distributed",
+        timestamp: chrono::Utc::now(),
+        data: EnvelopeData {
+            delivery_id: &task.delivery_id,
+            subscription_id: &task.subscription_id,
+            subscriber_id: &task.subscriber_id,
+            channel: task.channel,
+            attempt: task.attempt,
+            report: &task.report,
+        },
+    };
+    let payload = serde_json::to_vec(&envelope).map_err(|e| format!("could not render payload: {e}"))?;
+    Ok(DeliveryRequest {
+        idempotency_key: task.delivery_id.clone(),
+        destination: destination(task)?,
+        payload: payload.into(),
+        timeout,
+        attempt: task.attempt,
+        priority: task.priority(),
+    })
+}
+
+fn destination(task: &DeliveryTask) -> Result<Destination, String> {
+    let settings = &task.settings;
+    let missing = |key: &str| format!("subscription has no {key} settings");
+    Ok(match task.channel {
+        DeliveryChannel::ApiWebhook => {
+            let webhook = settings.webhook.as_ref().ok_or_else(|| missing("webhook"))?;
+            Destination::Webhook { url: webhook.url.clone(), secret: webhook.secret.clone() }
+        }
+        DeliveryChannel::DashboardNotification => Destination::Dashboard {
+            subscriber_id: task.subscriber_id.clone(),
+            subscription_id: task.subscription_id.clone(),
+            report_id: task.report.report_data.report_id.clone(),
+        },
+        DeliveryChannel::Email => {
+            let email = settings.email.as_ref().ok_or_else(|| missing("email"))?;
+            Destination::Email {
+                to: email.to.clone(),
+                locale: email.locale.clone(),
+                report_type: task.report.data_type.as_str().to_string(),
+                attachment: local_file(&task.report),
+            }
+        }
+        DeliveryChannel::Sftp => sftp(settings.sftp.as_ref().ok_or_else(|| missing("sftp"))?, task)?,
+        DeliveryChannel::SlackIntegration => {
+            let slack = settings.slack.as_ref().ok_or_else(|| missing("slack"))?;
+            let kind = match slack.kind {
+                ChatKind::Slack => sinks::ChatKind::Slack,
+                ChatKind::Teams => sinks::ChatKind::Teams,
+            };
+            Destination::Chat { kind, webhook_url: slack.webhook_url.clone(), link: slack.link.clone() }
+        }
+        DeliveryChannel::MobilePush => Destination::Push {
+            target: push_target(settings.mobile_push.as_ref().ok_or_else(|| missing("mobile_push"))?)?,
+        },
+    })
+}
+
+/// The report's file as a local path, when it has one. A web URL is no file to read: channels that
+/// attach or upload the file skip it (chat and push link to it instead).
+fn local_file(report: &ReportDistribution) -> Option<PathBuf> {
+    let path = report.report_data.file_path.trim();
+    let lower = path.to_ascii_lowercase();
+    if path.is_empty() || lower.starts_with("http://") || lower.starts_with("https://") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+fn sftp(sftp: &SftpSettings, task: &DeliveryTask) -> Result<Destination, String> {
+    let auth = match (&sftp.password, &sftp.private_key) {
+        (Some(password), None) => SftpAuth::Password(password.clone()),
+        (None, Some(pem)) => SftpAuth::PrivateKey { pem: pem.clone(), passphrase: sftp.passphrase.clone() },
+        _ => return Err("the sftp settings need exactly one of password and private_key".to_string()),
+    };
+    let file = local_file(&task.report);
+    let file_name = file
+        .as_deref()
+        .and_then(Path::file_name)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}.json", task.report.report_data.report_id));
+    Ok(Destination::Sftp {
+        host: sftp.host.clone(),
+        port: sftp.port,
+        username: sftp.username.clone(),
+        auth,
+        host_key: sftp.host_key.clone(),
+        directory: sftp.directory.clone(),
+        file,
+        file_name,
+    })
+}
+
+fn push_target(push: &MobilePushSettings) -> Result<PushTarget, String> {
+    let needed = |value: &Option<String>, key: &str| {
+        value.clone().ok_or_else(|| format!("the mobile_push settings have no {key}"))
+    };
+    Ok(match push.provider {
+        PushProvider::Fcm => PushTarget::Fcm { device_token: needed(&push.device_token, "device_token")? },
+        PushProvider::Apns => PushTarget::Apns { device_token: needed(&push.device_token, "device_token")? },
+        PushProvider::Ntfy => PushTarget::Ntfy { topic_url: needed(&push.topic_url, "topic_url")? },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use dataflows::report::{ReportDataInfo, ReportDataType};
+    use dataflows::subscription::{EmailSettings, NotificationSettings, SlackSettings};
+
+    use super::*;
+
+    fn task(channel: DeliveryChannel, settings: NotificationSettings, file_path: &str) -> DeliveryTask {
+        DeliveryTask {
+            delivery_id: "d1".into(),
+            subscription_id: "s1".into(),
+            subscriber_id: "c1".into(),
+            channel,
+            settings,
+            report: ReportDistribution {
+                event_id: "e1".into(),
+                timestamp: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+                data_type: ReportDataType::PerformanceReport,
+                report_data: ReportDataInfo {
+                    report_id: "r1".into(),
+                    file_path: file_path.into(),
+                    ..Default::default()
+                },
+                routing: Default::default(),
+                metadata: Default::default(),
+            },
+            accepted_at: 0,
+            attempt: 1,
+        }
+    }
+
+    fn sftp_settings() -> SftpSettings {
+        SftpSettings {
+            host: "h".into(),
+            port: 2222,
+            username: "u".into(),
+            password: Some("pw".into()),
+            private_key: None,
+            passphrase: None,
+            host_key: "SHA256:x".into(),
+            directory: "in".into(),
+        }
+    }
+
+    #[test]
+    fn email_attaches_local_files_only() {
+        let settings = NotificationSettings {
+            email: Some(EmailSettings { to: vec!["a@example.com".into()], locale: Some("de".into()) }),
+            ..Default::default()
+        };
+        let request =
+            render(&task(DeliveryChannel::Email, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
+        let Destination::Email { to, locale, report_type, attachment } = request.destination else { panic!() };
+        assert_eq!((to.len(), locale.as_deref(), report_type.as_str()), (1, Some("de"), "PERFORMANCE_REPORT"));
+        assert_eq!(attachment, Some(PathBuf::from("/data/q2.pdf")));
+        for path in ["", "https://files.example.com/q2.pdf"] {
+            let request =
+                render(&task(DeliveryChannel::Email, settings.clone(), path), Duration::from_secs(1)).unwrap();
+            assert!(matches!(request.destination, Destination::Email { attachment: None, .. }), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn sftp_names_the_file_after_the_report() {
+        let settings = NotificationSettings { sftp: Some(Box::new(sftp_settings())), ..Default::default() };
+        let request =
+            render(&task(DeliveryChannel::Sftp, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
+        let Destination::Sftp { port, file, file_name, auth, .. } = request.destination else { panic!() };
+        assert_eq!((port, file, file_name.as_str()), (2222, Some(PathBuf::from("/data/q2.pdf")), "q2.pdf"));
+        assert_eq!(auth, SftpAuth::Password("pw".into()));
+        let request = render(&task(DeliveryChannel::Sftp, settings, ""), Duration::from_secs(1)).unwrap();
+        let Destination::Sftp { file, file_name, .. } = request.destination else { panic!() };
+        assert_eq!((file, file_name.as_str()), (None, "r1.json"));
+    }
+
+    #[test]
+    fn chat_and_push_map_their_kinds_and_missing_settings_fail() {
+        let settings = NotificationSettings {
+            slack: Some(SlackSettings { kind: ChatKind::Teams, webhook_url: "https://x/w".into(), link: None }),
+            mobile_push: Some(MobilePushSettings {
+                provider: PushProvider::Ntfy,
+                device_token: None,
+                topic_url: Some("https://n/t".into()),
+            }),
+            ..Default::default()
+        };
+        let request =
+            render(&task(DeliveryChannel::SlackIntegration, settings.clone(), ""), Duration::from_secs(1)).unwrap();
+        assert!(matches!(request.destination, Destination::Chat { kind: sinks::ChatKind::Teams, .. }));
+        let request = render(&task(DeliveryChannel::MobilePush, settings, ""), Duration::from_secs(1)).unwrap();
+        assert!(matches!(request.destination, Destination::Push { target: PushTarget::Ntfy { .. } }));
+        let error = render(&task(DeliveryChannel::Sftp, NotificationSettings::default(), ""), Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(error, "subscription has no sftp settings");
+    }
+}
