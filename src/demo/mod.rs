@@ -2,7 +2,11 @@
 //! against a real signature-verifying webhook receiver and a WebSocket client, with an honest
 //! account at the end: every expected delivery is delivered, dead-lettered, or counted as lost.
 
+mod arrivals;
+mod http_peers;
 mod receiver;
+mod sftp_peer;
+mod smtp_peer;
 mod summary;
 mod workload;
 
@@ -30,9 +34,14 @@ pub struct DemoArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Publish requests in flight at once.
+    /// Publish requests in flight at most.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Reports published per second, on a fixed schedule (open loop: a slow answer does not delay
+    /// the next report, and latency is measured from each report's scheduled time, so queueing in
+    /// the service shows). 0: as fast as `--concurrency` allows (a throughput run).
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
     /// Data directory (default: a fresh temporary one).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -60,10 +69,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let retry_note = "retry schedule shortened for the demo: 200 ms, x2, max 2 s, 8 attempts";
 
     let receiver = Receiver::start().await?;
+    // Local peers for the other channels: an SMTP relay, Slack/Teams/ntfy endpoints, and sshd
+    // when it is installed. Each records the delivery ids that reach it.
+    let arrivals = arrivals::Arrivals::default();
+    let smtp = smtp_peer::SmtpPeer::start(arrivals.clone()).context("starting the demo SMTP relay")?;
+    let http_peers = http_peers::HttpPeers::start(arrivals.clone()).await?;
+    let sftp = sftp_peer::SftpPeer::start(&temp)?;
+    let sftp_watch = sftp.as_ref().map(|peer| peer.watch(arrivals.clone()));
+    let report_dir = temp.join("reports");
+    std::fs::create_dir_all(&report_dir)?;
+    config.email = Some(demo_relay(smtp.addr));
     let server = crate::server::start(config).await.context("starting the service")?;
     let base = format!("http://{}", server.http_addr());
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
-    let plan = workload::Plan::generate(&args, &receiver);
+    let peers = workload::Peers { receiver: &receiver, http: &http_peers, sftp: sftp.as_ref(), report_dir: &report_dir };
+    let plan = workload::Plan::generate(&args, &peers);
+    for report in &plan.reports {
+        if let Some(path) = report["report_data"]["file_path"].as_str() {
+            // A small stand-in for the rendered report, attached or uploaded by EMAIL and SFTP.
+            std::fs::write(path, format!("%PDF-1.4\n% repdist demo report {}\n%%EOF\n", report["report_data"]["report_id"]))?;
+        }
+    }
     let progress = progress_bar(args.json);
 
     progress.set_length(plan.subscriptions.len() as u64);
@@ -99,15 +125,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     progress.set_length(plan.reports.len() as u64);
     progress.set_message("publishing");
     let started = Instant::now();
+    let period = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(args.rate)));
     let expected = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    // When each delivery's report was sent, for the latency of the channels other than webhooks.
+    let sent_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, Instant>::new()));
     let resent_mismatches = Arc::new(std::sync::atomic::AtomicU64::new(0));
     workload::for_each_concurrently(plan.reports.iter().enumerate(), args.concurrency, |(i, report)| {
         let (http, base, progress, receiver, expected) = (http.clone(), base.clone(), progress.clone(), receiver.clone(), expected.clone());
+        let sent_at = sent_at.clone();
         let resend = i % 100 == 0;
         let mismatches = resent_mismatches.clone();
         async move {
             let event_id = report["event_id"].as_str().unwrap_or_default().to_string();
-            receiver.published(&event_id, Instant::now());
+            let sent = match period {
+                Some(period) => {
+                    let scheduled = started + period * i as u32;
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    scheduled
+                }
+                None => Instant::now(),
+            };
+            receiver.published(&event_id, sent);
             let ids = workload::publish(&http, &base, report).await?;
             if resend {
                 // The same event again: the same ids, nothing new.
@@ -115,6 +153,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
                 if again != ids {
                     mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
+            }
+            if let Ok(mut sent_at) = sent_at.lock() {
+                sent_at.extend(ids.iter().map(|id| (id.clone(), sent)));
             }
             if let Ok(mut expected) = expected.lock() {
                 expected.extend(ids);
@@ -146,7 +187,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     progress.finish_and_clear();
 
     let dead_letters = workload::dead_letters(&http, &base).await?;
-    let observed = receiver.observed();
+    let mut observed = receiver.observed();
+    if let Some(watch) = sftp_watch {
+        // One last look at the upload directory before counting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        watch.abort();
+    }
+    let arrived = arrivals.snapshot();
+    let sent_at = std::mem::take(&mut *sent_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let mut channel_latency_us: std::collections::BTreeMap<&'static str, hdrhistogram::Histogram<u64>> = Default::default();
+    for (id, arrival) in &arrived {
+        if !expected.contains(id) {
+            continue;
+        }
+        if arrival.times > 1 {
+            observed.duplicates += u64::from(arrival.times - 1);
+        }
+        observed.delivered.insert(id.clone());
+        if let Some(sent) = sent_at.get(id) {
+            let us = arrival.first.saturating_duration_since(*sent).as_micros() as u64;
+            if let Ok(histogram) = hdrhistogram::Histogram::new(3) {
+                let _ = channel_latency_us.entry(arrival.channel).or_insert(histogram).record(us.max(1));
+            }
+        }
+    }
     let mut dashboard_delivered = workload::delivered_dashboard(&http, &base, &expected, &plan).await?;
     // Ids found nowhere yet: ask the service. A dashboard delivery beyond an inbox page counts as
     // delivered if stored so; a webhook "delivered" that the receiver never saw stays lost.
@@ -175,12 +239,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         websocket_messages: ws_count.load(std::sync::atomic::Ordering::Relaxed),
         resent_mismatches: resent_mismatches.load(std::sync::atomic::Ordering::Relaxed),
         note: retry_note,
+        channel_latency_us: &channel_latency_us,
+        sftp_available: sftp.is_some(),
     });
     server.shutdown().await.context("stopping the service")?;
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&temp);
     }
     Ok(summary)
+}
+
+/// The service's email relay settings for the demo's own SMTP peer (plain SMTP on loopback).
+fn demo_relay(addr: std::net::SocketAddr) -> sinks::EmailConfig {
+    sinks::EmailConfig {
+        host: addr.ip().to_string(),
+        port: Some(addr.port()),
+        tls: sinks::email::TlsMode::None,
+        from: "repdist demo <reports@demo.local>".into(),
+        ..sinks::EmailConfig::default()
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

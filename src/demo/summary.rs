@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use comfy_table::Table;
+use dataflows::delivery::DeliveryChannel;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::receiver::Observed;
@@ -45,11 +47,17 @@ pub struct LatencyMs {
     pub samples: u64,
 }
 
+/// One channel's outcome. `delivered` and `dead_lettered` are the service's own counts; the demo's
+/// evidence (what its peers received) is what `lost` in the totals is computed from.
 #[derive(Debug, Default, Serialize)]
 pub struct ChannelSummary {
     pub delivered: u64,
     pub dead_lettered: u64,
     pub open: u64,
+    pub retries: u64,
+    /// From sending the report to the peer receiving it, first attempts and retries alike; `None`
+    /// where the demo has no peer that times arrivals (the dashboard inbox) or nothing arrived.
+    pub p99_ms: Option<f64>,
 }
 
 pub struct Inputs<'a> {
@@ -66,6 +74,9 @@ pub struct Inputs<'a> {
     pub websocket_messages: u64,
     pub resent_mismatches: u64,
     pub note: &'a str,
+    /// Per channel other than webhooks, from report sent to the peer's receipt.
+    pub channel_latency_us: &'a BTreeMap<&'static str, Histogram<u64>>,
+    pub sftp_available: bool,
 }
 
 pub fn account(inputs: Inputs<'_>) -> DemoSummary {
@@ -86,13 +97,26 @@ pub fn account(inputs: Inputs<'_>) -> DemoSummary {
     let ms = |q: f64| if histogram.is_empty() { 0.0 } else { (histogram.value_at_quantile(q) as f64 / 10.0).round() / 100.0 };
     let finished = inputs.observed.last_receipt.unwrap_or_else(Instant::now);
     let span = finished.saturating_duration_since(inputs.started).as_secs_f64().max(1e-3);
-    let by_channel = inputs
-        .final_summary
-        .by_channel
+    let p99 = |h: &Histogram<u64>| (!h.is_empty()).then(|| (h.value_at_quantile(0.99) as f64 / 10.0).round() / 100.0);
+    // Every channel of the spec's enum, those without deliveries as zeros.
+    let by_channel = DeliveryChannel::ALL
         .iter()
-        .map(|(channel, states)| {
-            let get = |s: &str| states.get(s).copied().unwrap_or(0);
-            (channel.clone(), ChannelSummary { delivered: get("DELIVERED"), dead_lettered: get("DEAD_LETTERED"), open: get("PENDING") + get("RETRYING") })
+        .map(|channel| {
+            let name = channel.as_str();
+            let states = inputs.final_summary.by_channel.get(name);
+            let get = |s: &str| states.and_then(|states| states.get(s).copied()).unwrap_or(0);
+            let p99_ms = match name {
+                "API_WEBHOOK" => p99(&inputs.observed.latency_us),
+                other => inputs.channel_latency_us.get(other).and_then(p99),
+            };
+            let summary = ChannelSummary {
+                delivered: get("DELIVERED"),
+                dead_lettered: get("DEAD_LETTERED"),
+                open: get("PENDING") + get("RETRYING"),
+                retries: inputs.final_summary.retries_by_channel.get(name).copied().unwrap_or(0),
+                p99_ms,
+            };
+            (name.to_string(), summary)
         })
         .collect();
     DemoSummary {
@@ -118,7 +142,11 @@ pub fn account(inputs: Inputs<'_>) -> DemoSummary {
         throughput_per_s: ((delivered + dead_lettered) as f64 / span).round(),
         publish_per_s: (inputs.reports as f64 / inputs.publish_elapsed.as_secs_f64().max(1e-3)).round(),
         by_channel,
-        note: inputs.note.to_string(),
+        note: if inputs.sftp_available {
+            inputs.note.to_string()
+        } else {
+            format!("{}; SFTP not exercised: /usr/sbin/sshd is not installed (Debian: openssh-server)", inputs.note)
+        },
     }
 }
 
@@ -128,9 +156,10 @@ pub fn print(summary: &DemoSummary, json: bool) {
         return;
     }
     let mut channels = Table::new();
-    channels.set_header(vec!["channel", "delivered", "dead-lettered", "still open"]);
+    channels.set_header(vec!["channel", "delivered", "dead-lettered", "still open", "retries", "p99 ms"]);
     for (channel, c) in &summary.by_channel {
-        channels.add_row(vec![channel.clone(), c.delivered.to_string(), c.dead_lettered.to_string(), c.open.to_string()]);
+        let p99 = c.p99_ms.map_or_else(|| "-".to_string(), |ms| ms.to_string());
+        channels.add_row(vec![channel.clone(), c.delivered.to_string(), c.dead_lettered.to_string(), c.open.to_string(), c.retries.to_string(), p99]);
     }
     println!("{channels}");
     let mut totals = Table::new();

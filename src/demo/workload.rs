@@ -9,7 +9,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use super::http_peers::HttpPeers;
 use super::receiver::{Behaviour, Receiver};
+use super::sftp_peer::SftpPeer;
 use super::DemoArgs;
 use dataflows::report::ReportDataType;
 
@@ -25,8 +27,19 @@ pub struct Plan {
     pub broken_subscriptions: HashSet<String>,
 }
 
+/// The local peers a subscription may point at, besides the webhook receiver.
+pub struct Peers<'a> {
+    pub receiver: &'a Receiver,
+    pub http: &'a HttpPeers,
+    /// `None` when sshd is not installed: no SFTP subscriptions then.
+    pub sftp: Option<&'a SftpPeer>,
+    /// Where the demo's report files are (EMAIL attaches them, SFTP uploads them).
+    pub report_dir: &'a std::path::Path,
+}
+
 impl Plan {
-    pub fn generate(args: &DemoArgs, receiver: &Receiver) -> Plan {
+    pub fn generate(args: &DemoArgs, peers: &Peers<'_>) -> Plan {
+        let receiver = peers.receiver;
         let mut rng = StdRng::seed_from_u64(args.seed);
         let mut plan = Plan {
             subscriptions: Vec::with_capacity(args.subscriptions),
@@ -48,12 +61,46 @@ impl Plan {
             let portfolios: Vec<String> = (0..rng.random_range(1..=3)).map(|_| portfolio(rng.random_range(0..PORTFOLIOS))).collect();
             let roll = rng.random_range(0..100);
             let (webhook, dashboard) = match roll {
-                0..60 => (true, false),
-                60..85 => (false, true),
-                _ => (true, true),
+                0..50 => (true, false),
+                50..70 => (false, true),
+                70..80 => (true, true),
+                _ => (false, false),
             };
             let mut channels = Vec::new();
             let mut settings = serde_json::Map::new();
+            // The other channels, each on a few percent of subscriptions, against local peers.
+            match roll {
+                80..86 => {
+                    channels.push("EMAIL");
+                    settings.insert("email".into(), json!({"to": [format!("{subscriber}@demo.local")], "locale": "en"}));
+                }
+                86..92 => {
+                    channels.push("SLACK_INTEGRATION");
+                    let (kind, url) = if i % 2 == 0 { ("SLACK", peers.http.slack_url(&id)) } else { ("TEAMS", peers.http.teams_url(&id)) };
+                    settings.insert("slack".into(), json!({"kind": kind, "webhook_url": url}));
+                }
+                92..96 => {
+                    channels.push("MOBILE_PUSH");
+                    settings.insert("mobile_push".into(), json!({"provider": "NTFY", "topic_url": peers.http.ntfy_url(&id)}));
+                }
+                96..100 => match peers.sftp {
+                    Some(sftp) => {
+                        channels.push("SFTP");
+                        settings.insert(
+                            "sftp".into(),
+                            json!({"host": "127.0.0.1", "port": sftp.port, "username": "root", "private_key": sftp.client_key,
+                                   "host_key": sftp.host_key, "directory": sftp.upload_dir.join(&id).display().to_string()}),
+                        );
+                    }
+                    None => {
+                        channels.push("DASHBOARD_NOTIFICATION");
+                        settings.insert("dashboard".into(), json!({}));
+                        plan.dashboard_subscriptions.push(id.clone());
+                        plan.dashboard_subscribers.push(subscriber.clone());
+                    }
+                },
+                _ => {}
+            }
             if webhook {
                 channels.push("API_WEBHOOK");
                 let key: [u8; 24] = rng.random();
@@ -109,7 +156,7 @@ impl Plan {
                     "report_type": report_type,
                     "portfolio_id": p,
                     "report_period": "2025-06",
-                    "file_path": format!("/reports/{p}_{n}.pdf"),
+                    "file_path": peers.report_dir.join(format!("{p}_{n}.pdf")).display().to_string(),
                     "file_size_bytes": rng.random_range(10_000..5_000_000)
                 },
                 "routing": {
@@ -176,6 +223,7 @@ pub struct Summary {
     pub total: u64,
     pub retries: u64,
     pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
+    pub retries_by_channel: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -188,7 +236,8 @@ impl Summary {
 pub async fn summary(http: &reqwest::Client, base: &str) -> anyhow::Result<Summary> {
     let value = get(http, &format!("{base}/api/v1/reporting/deliveries/summary")).await?;
     let by_channel = serde_json::from_value(value["by_channel"].clone())?;
-    Ok(Summary { total: value["total"].as_u64().unwrap_or(0), retries: value["retries"].as_u64().unwrap_or(0), by_channel })
+    let retries_by_channel = serde_json::from_value(value["retries_by_channel"].clone()).unwrap_or_default();
+    Ok(Summary { total: value["total"].as_u64().unwrap_or(0), retries: value["retries"].as_u64().unwrap_or(0), by_channel, retries_by_channel })
 }
 
 /// The dead-letter set: delivery id -> (subscription id, channel, reason).
