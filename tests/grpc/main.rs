@@ -110,9 +110,11 @@ async fn bad_subscriptions_are_invalid_argument_naming_the_field() {
         subscription_json: json,
     };
 
-    // A channel this server has no sink for: refused by the same check as the REST API.
+    // A channel this server has no sink for (EMAIL without a relay): refused by the same check as
+    // the REST API.
     let mut body = dashboard_subscription("s-1", "pm_001");
-    body["delivery_preferences"]["channels"] = serde_json::json!(["MOBILE_PUSH"]);
+    body["delivery_preferences"]["channels"] = serde_json::json!(["EMAIL"]);
+    body["delivery_preferences"]["notification_settings"] = serde_json::json!({"email": {"to": ["pm@example.com"]}});
     let error = client.manage_subscription(create(body.to_string())).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
     assert_eq!(error.metadata().get("field").unwrap(), "delivery_preferences.channels[0]");

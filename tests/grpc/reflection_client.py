@@ -44,7 +44,8 @@ def main():
             "repdist.reporting.v1.ReportingStream",
             "ManageSubscription",
             {"action": "CREATE", "subscription_json": json.dumps({"subscriber_id": subscriber_id, "report_types": ["RISK_REPORT"],
-                                                                   "delivery_preferences": {"channels": ["MOBILE_PUSH"]}})},
+                                                                   "delivery_preferences": {"channels": ["EMAIL"],
+                                                                                            "notification_settings": {"email": {"to": ["pm@example.com"]}}}})},
         ),
     }
     print(json.dumps(out))

@@ -10,5 +10,8 @@ mod ops;
 mod receiver;
 mod restart;
 mod smtp;
+// The SFTP tests' OpenSSH server, shared with the sinks' tests rather than copied.
+#[path = "../../sinks/tests/it/sshd.rs"]
+#[allow(dead_code)]
 mod sshd;
 mod temporal;

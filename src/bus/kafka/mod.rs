@@ -84,6 +84,8 @@ impl KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
+            // Group joins on some brokers wait for a full session timeout; keep it short.
+            .set("session.timeout.ms", "6000")
             .create()?;
         reports.subscribe(&[config.reports_topic.as_str()])?;
 
