@@ -29,7 +29,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 10_000)]
     pub subscriptions: usize,
     /// Reports to publish.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 5_000)]
     pub reports: usize,
     /// Print one JSON object instead of tables.
     #[arg(long)]
@@ -40,7 +40,7 @@ pub struct DemoArgs {
     /// Reports published per second, on a fixed schedule (open loop: a slow answer does not delay
     /// the next report, and latency is measured from each report's scheduled time, so queueing in
     /// the service shows). 0: as fast as `--concurrency` allows (a throughput run).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 100)]
     pub rate: u32,
     /// Data directory (default: a fresh temporary one).
     #[arg(long)]
