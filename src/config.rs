@@ -303,6 +303,7 @@ mod tests {
     #[test]
     fn short_env_names_switch_parts_on_and_test_variables_are_ignored() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("REPDIST_KAFKA_BROKERS", "127.0.0.1:9092");
             jail.set_env("REPDIST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/repdist");
             jail.set_env("REPDIST_RETRY__MAX_ATTEMPTS", "3");
@@ -320,6 +321,7 @@ mod tests {
     #[test]
     fn an_unknown_variable_is_an_error_naming_it() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("REPDIST_KAFKA__BROKRES", "x");
             let error = Config::load(None).expect_err("unknown key").to_string();
             assert!(error.contains("brokres"), "{error}");
@@ -327,11 +329,17 @@ mod tests {
         });
     }
 
+    /// Loads `toml` inside a figment Jail: Jails run one at a time and restore the environment, so
+    /// a test that sets `REPDIST_*` variables never leaks them into this one.
     fn load(toml: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("repdist.toml");
-        std::fs::write(&path, toml).expect("write config");
-        Config::load(Some(&path))
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("repdist.toml", toml)?;
+            loaded = Some(Config::load(Some(Path::new("repdist.toml"))));
+            Ok(())
+        });
+        loaded.expect("the jail ran")
     }
 
     #[test]
