@@ -6,7 +6,7 @@ mod arrivals;
 mod http_peers;
 mod receiver;
 mod sftp_peer;
-mod smtp_peer;
+pub mod smtp_peer;
 mod summary;
 mod workload;
 
@@ -72,7 +72,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     // Local peers for the other channels: an SMTP relay, Slack/Teams/ntfy endpoints, and sshd
     // when it is installed. Each records the delivery ids that reach it.
     let arrivals = arrivals::Arrivals::default();
-    let smtp = smtp_peer::SmtpPeer::start(arrivals.clone()).context("starting the demo SMTP relay")?;
+    let smtp = {
+        let arrivals = arrivals.clone();
+        smtp_peer::SmtpPeer::start(move |message| {
+            if let Some(id) = arrivals::uuid_after(&String::from_utf8_lossy(&message.data), "X-Repdist-Delivery-Id:") {
+                arrivals.record("EMAIL", &id);
+            }
+        })
+        .context("starting the demo SMTP relay")?
+    };
     let http_peers = http_peers::HttpPeers::start(arrivals.clone()).await?;
     let sftp = sftp_peer::SftpPeer::start(&temp)?;
     let sftp_watch = sftp.as_ref().map(|peer| peer.watch(arrivals.clone()));
@@ -204,12 +212,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
             observed.duplicates += u64::from(arrival.times - 1);
         }
         observed.delivered.insert(id.clone());
-        if let Some(sent) = sent_at.get(id) {
-            let us = arrival.first.saturating_duration_since(*sent).as_micros() as u64;
-            if let Ok(histogram) = hdrhistogram::Histogram::new(3) {
-                let _ = channel_latency_us.entry(arrival.channel).or_insert(histogram).record(us.max(1));
-            }
-        }
+        let Some(sent) = sent_at.get(id) else { continue };
+        let histogram = match channel_latency_us.entry(arrival.channel) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(hdrhistogram::Histogram::new(3)?),
+        };
+        let _ = histogram.record((arrival.first.saturating_duration_since(*sent).as_micros() as u64).max(1));
     }
     let mut dashboard_delivered = workload::delivered_dashboard(&http, &base, &expected, &plan).await?;
     // Ids found nowhere yet: ask the service. A dashboard delivery beyond an inbox page counts as

@@ -178,6 +178,14 @@ pub struct OutboxRecord {
     pub message: OutboxMessage,
 }
 
+impl OutboxRecord {
+    /// A row as both backends store it (the topic by [`OutboxTopic::as_str`]).
+    pub(crate) fn from_row(seq: i64, topic: &str, key: String, payload: Option<String>) -> Result<OutboxRecord, StoreError> {
+        let topic = OutboxTopic::parse(topic).ok_or_else(|| StoreError::Corrupt(format!("outbox row {seq}: unknown topic {topic}")))?;
+        Ok(OutboxRecord { seq, message: OutboxMessage { topic, key, payload } })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ReplayRecord {
     pub task: DeliveryTask,

@@ -111,31 +111,5 @@ pub fn dashboard_subscription(id: &str, subscriber: &str) -> Value {
     })
 }
 
-pub fn report(event_id: &str, report_id: &str) -> Value {
-    json!({
-        "event_id": event_id,
-        "timestamp": "2025-06-21T10:00:00.000Z",
-        "data_type": "PERFORMANCE_REPORT",
-        "report_data": {
-            "report_id": report_id,
-            "report_type": "PERFORMANCE_REPORT",
-            "portfolio_id": "portfolio_001",
-            "report_period": "2025-06",
-            "file_path": "/reports/portfolio_performance_202506.pdf",
-            "file_size_bytes": 2048576
-        },
-        "routing": {
-            "topic": "reporting/performance/delivered",
-            "routing_key": "portfolio_001.performance.monthly",
-            "target_subscribers": [],
-            "delivery_channels": [],
-            "priority": 1
-        },
-        "metadata": {
-            "source_service": "report_generation_service",
-            "delivery_priority": 1,
-            "encryption_required": false,
-            "retention_days": 90
-        }
-    })
-}
+/// The same report fixture as the end-to-end suite's.
+pub use crate::it_helpers::report;

@@ -3,6 +3,9 @@
 
 mod foreign;
 mod helpers;
+#[path = "../it/helpers.rs"]
+#[allow(dead_code)]
+mod it_helpers;
 
 use std::time::Duration;
 

@@ -15,6 +15,19 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// The REST API's decoding and admission errors, so a record is refused exactly as a request body.
+impl From<crate::api::error::ApiError> for Refusal {
+    fn from(error: crate::api::error::ApiError) -> Self {
+        Refusal { field: error.field, message: error.message }
+    }
+}
+
+impl From<dataflows::validation::FieldError> for Refusal {
+    fn from(error: dataflows::validation::FieldError) -> Self {
+        Refusal { field: Some(error.field), message: error.message }
+    }
+}
+
 #[derive(Clone)]
 pub struct DeadLetterTopic {
     pub producer: FutureProducer,

@@ -38,9 +38,8 @@ struct Position {
 /// the same things with the same field names.
 pub fn decode(payload: Option<&[u8]>) -> Result<ReportDistribution, Refusal> {
     let payload = payload.ok_or_else(|| Refusal { field: None, message: "empty record (no payload)".into() })?;
-    let event: ReportDistribution = crate::api::body::parse(payload)
-        .map_err(|e| Refusal { field: e.field.clone(), message: e.message.clone() })?;
-    event.validate().map_err(|e| Refusal { field: Some(e.field.clone()), message: e.message.clone() })?;
+    let event: ReportDistribution = crate::api::body::parse(payload)?;
+    event.validate()?;
     Ok(event)
 }
 

@@ -42,9 +42,8 @@ pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Change, Refu
         .filter(|k| !k.is_empty())
         .ok_or_else(|| Refusal { field: Some("key".into()), message: "the record key must be the subscription_id (UTF-8)".into() })?;
     let Some(payload) = payload else { return Ok(Change::Cancel(key.to_string())) };
-    let subscription: ReportSubscription = crate::api::body::parse(payload)
-        .map_err(|e| Refusal { field: e.field.clone(), message: e.message.clone() })?;
-    subscription.validate().map_err(|e| Refusal { field: Some(e.field.clone()), message: e.message.clone() })?;
+    let subscription: ReportSubscription = crate::api::body::parse(payload)?;
+    subscription.validate()?;
     if subscription.subscription_id != key {
         return Err(Refusal {
             field: Some("subscription_id".into()),
@@ -91,7 +90,7 @@ impl SubscriptionConsumer {
         let decoded = decode(record.key(), record.payload()).and_then(|change| match &change {
             Change::Upsert(subscription) => crate::api::subscriptions::admissible(&self.runtime, self.allow_private_webhooks, subscription)
                 .map(|()| change)
-                .map_err(|e| Refusal { field: e.field.clone(), message: e.message.clone() }),
+                .map_err(Refusal::from),
             Change::Cancel(_) => Ok(change),
         });
         let change = match decoded {

@@ -3,7 +3,7 @@
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use crate::store::{OutboxMessage, OutboxRecord, OutboxTopic, StoreError, WriteBatch};
+use crate::store::{OutboxRecord, StoreError, WriteBatch};
 
 pub(super) async fn write(tx: &mut Transaction<'_, Postgres>, batch: &WriteBatch) -> Result<(), StoreError> {
     if batch.outbox.is_empty() {
@@ -30,9 +30,7 @@ pub(super) async fn peek(pool: &PgPool, limit: u32) -> Result<Vec<OutboxRecord>,
     rows.iter()
         .map(|row| {
             let topic: String = row.try_get("topic")?;
-            let seq: i64 = row.try_get("seq")?;
-            let topic = OutboxTopic::parse(&topic).ok_or_else(|| StoreError::Corrupt(format!("outbox row {seq}: unknown topic {topic}")))?;
-            Ok(OutboxRecord { seq, message: OutboxMessage { topic, key: row.try_get("key")?, payload: row.try_get("payload")? } })
+            OutboxRecord::from_row(row.try_get("seq")?, &topic, row.try_get("key")?, row.try_get("payload")?)
         })
         .collect()
 }

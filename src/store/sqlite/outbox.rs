@@ -4,7 +4,7 @@
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::store::{OutboxMessage, OutboxRecord, OutboxTopic, StoreError, WriteBatch};
+use crate::store::{OutboxRecord, StoreError, WriteBatch};
 
 pub(super) async fn write(tx: &mut Transaction<'_, Sqlite>, batch: &WriteBatch) -> Result<(), StoreError> {
     for message in &batch.outbox {
@@ -23,9 +23,7 @@ pub(super) async fn peek(pool: &SqlitePool, limit: u32) -> Result<Vec<OutboxReco
     rows.iter()
         .map(|row| {
             let topic: String = row.try_get("topic")?;
-            let seq: i64 = row.try_get("seq")?;
-            let topic = OutboxTopic::parse(&topic).ok_or_else(|| StoreError::Corrupt(format!("outbox row {seq}: unknown topic {topic}")))?;
-            Ok(OutboxRecord { seq, message: OutboxMessage { topic, key: row.try_get("key")?, payload: row.try_get("payload")? } })
+            OutboxRecord::from_row(row.try_get("seq")?, &topic, row.try_get("key")?, row.try_get("payload")?)
         })
         .collect()
 }
