@@ -27,6 +27,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
+    /// The live update streams (WebSocket `/stream`, gRPC `StreamReports`).
+    pub stream: StreamConfig,
     /// Length of a `distribution_stats` window.
     #[serde(with = "humantime_serde")]
     pub stats_window: Duration,
@@ -51,6 +53,8 @@ pub struct Config {
     /// provider; ntfy needs nothing). Always enabled. Not serialized: it holds private keys.
     #[serde(skip_serializing)]
     pub push: sinks::PushConfig,
+    /// The analytics store (DuckDB under `data_dir`), its analyses and the operators' SQL endpoint.
+    pub analytics: AnalyticsConfig,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
+            stream: StreamConfig::default(),
             stats_window: Duration::from_secs(60),
             allow_private_webhooks: false,
             kafka: crate::bus::kafka::KafkaConfig::default(),
@@ -72,6 +77,7 @@ impl Default for Config {
             sftp: sinks::SftpConfig::default(),
             chat: sinks::ChatConfig::default(),
             push: sinks::PushConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct DeliveryConfig {
     pub max_outstanding: usize,
     /// Idle HTTP connections kept per webhook host.
     pub webhook_pool_per_host: usize,
+    /// Limits and circuit breaker per endpoint (`[delivery.endpoints]`).
+    pub endpoints: EndpointsConfig,
 }
 
 impl Default for DeliveryConfig {
@@ -135,7 +143,118 @@ impl Default for DeliveryConfig {
             max_in_flight: 512,
             max_outstanding: 200_000,
             webhook_pool_per_host: 64,
+            endpoints: EndpointsConfig::default(),
         }
+    }
+}
+
+/// What one endpoint (a channel and the `host:port` it delivers to: a webhook server, the SMTP
+/// relay, an SFTP server, Slack, an ntfy server) is sent at most, and when its circuit breaker opens.
+/// A delivery that an endpoint cannot take now waits in that endpoint's queue, most urgent first; it
+/// is never dropped, and it holds none of `max_in_flight` while it waits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsConfig {
+    /// Attempts under way at once to one endpoint. The default matches `webhook_pool_per_host`, so
+    /// every attempt to a host can reuse a pooled connection.
+    pub max_concurrency: usize,
+    /// Attempts started per second to one endpoint, on average; 0: no rate limit.
+    pub rate_per_second: f64,
+    /// Attempts that may start at once after a quiet spell, within the rate; 0: the rate rounded up.
+    pub burst: u32,
+    /// Consecutive transient failures (timeouts, refused connections, 5xx) that open an endpoint's
+    /// breaker; 0: the breaker never opens. A `Retry-After` answer pauses the endpoint instead.
+    pub failure_threshold: u32,
+    /// How long an open breaker keeps deliveries waiting before one probe is let through.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// The longest pause a peer's `Retry-After` imposes on its endpoint.
+    #[serde(with = "humantime_serde")]
+    pub max_pause: Duration,
+    /// Per-channel overrides of the keys above, by channel name, e.g.
+    /// `[delivery.endpoints.channels.SLACK_INTEGRATION] rate_per_second = 1`.
+    pub channels: std::collections::BTreeMap<String, EndpointOverride>,
+}
+
+impl Default for EndpointsConfig {
+    fn default() -> Self {
+        EndpointsConfig {
+            max_concurrency: 64,
+            rate_per_second: 0.0,
+            burst: 0,
+            failure_threshold: 10,
+            open_for: Duration::from_secs(30),
+            max_pause: Duration::from_secs(300),
+            channels: Default::default(),
+        }
+    }
+}
+
+/// One channel's exceptions to `[delivery.endpoints]`; a key left out keeps the general value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointOverride {
+    pub max_concurrency: Option<usize>,
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub failure_threshold: Option<u32>,
+    #[serde(with = "humantime_serde::option")]
+    pub open_for: Option<Duration>,
+}
+
+/// The limits in force for one channel's endpoints, overrides applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointLimits {
+    pub max_concurrency: usize,
+    pub rate_per_second: f64,
+    pub burst: u32,
+    pub failure_threshold: u32,
+    pub open_for: Duration,
+}
+
+impl EndpointsConfig {
+    /// The limits of `channel`'s endpoints. Override keys are matched without regard to case, since
+    /// environment variables arrive lower-cased (`REPDIST_DELIVERY__ENDPOINTS__CHANNELS__EMAIL__BURST`).
+    pub fn limits(&self, channel: dataflows::delivery::DeliveryChannel) -> EndpointLimits {
+        let exception = self.channels.iter().find(|(name, _)| name.eq_ignore_ascii_case(channel.as_str())).map(|(_, o)| o);
+        let exception = exception.cloned().unwrap_or_default();
+        EndpointLimits {
+            max_concurrency: exception.max_concurrency.unwrap_or(self.max_concurrency),
+            rate_per_second: exception.rate_per_second.unwrap_or(self.rate_per_second),
+            burst: exception.burst.unwrap_or(self.burst),
+            failure_threshold: exception.failure_threshold.unwrap_or(self.failure_threshold),
+            open_for: exception.open_for.unwrap_or(self.open_for),
+        }
+    }
+
+    /// Checks the section; the error is `(key, message)`.
+    pub fn validate(&self) -> Result<(), (String, &'static str)> {
+        let key = |name: &str| format!("delivery.endpoints.{name}");
+        if self.max_pause.is_zero() {
+            return Err((key("max_pause"), "must be positive"));
+        }
+        for name in self.channels.keys() {
+            if !dataflows::delivery::DeliveryChannel::ALL.iter().any(|c| name.eq_ignore_ascii_case(c.as_str())) {
+                return Err((key(&format!("channels.{name}")), "is not a delivery channel (API_WEBHOOK, EMAIL, SFTP, ...)"));
+            }
+        }
+        for channel in dataflows::delivery::DeliveryChannel::ALL {
+            let limits = self.limits(channel);
+            let prefix = |name: &str| match self.channels.keys().find(|n| n.eq_ignore_ascii_case(channel.as_str())) {
+                Some(n) => key(&format!("channels.{n}.{name}")),
+                None => key(name),
+            };
+            if limits.max_concurrency == 0 {
+                return Err((prefix("max_concurrency"), "must be at least 1"));
+            }
+            if !(limits.rate_per_second.is_finite() && (0.0..=1e6).contains(&limits.rate_per_second)) {
+                return Err((prefix("rate_per_second"), "must be between 0 (no limit) and 1000000"));
+            }
+            if limits.open_for.is_zero() {
+                return Err((prefix("open_for"), "must be positive"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -194,6 +313,116 @@ impl std::fmt::Debug for StorageConfig {
     }
 }
 
+/// The update streams: how much history a reconnecting client can resume from, how far a client
+/// may fall behind before it is closed, and how a dead connection is noticed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Most recent messages kept (all subscriptions together) for clients resuming with `last_seq`.
+    /// Memory is about this many times a message's size (a report message carries its report).
+    pub replay_buffer: usize,
+    /// Messages queued for one client before it counts as too slow and is closed (code 4008).
+    pub client_queue: usize,
+    /// How often the server pings an idle connection.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is closed (code 4009).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            replay_buffer: 16_384,
+            client_queue: 1024,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Delivery outcomes into `analytics.duckdb` under the data directory, named analyses over them at
+/// `/analytics/{name}`, and (off unless asked for) operators' read-only SQL at `/analytics/query`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Feed outcomes to the analytics store and serve the analyses.
+    pub enabled: bool,
+    /// Serve `POST /analytics/query` (also `repdist serve --enable-sql-analytics`). Off by default:
+    /// anyone who can reach the API could run queries until access control exists.
+    pub sql_enabled: bool,
+    /// Longest an analysis or a query may run before it is interrupted.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Most rows a query answers (the rest are cut and the answer says so).
+    pub max_rows: usize,
+    /// Commits' worth of rows the writer may be behind; past that, rows are dropped from analytics
+    /// (counted and recorded as a gap), never waited for.
+    pub queue_capacity: usize,
+    /// Rows the writer gathers before appending them as one batch...
+    pub batch_rows: usize,
+    /// ...or this long after its last append, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// DuckDB worker threads.
+    pub threads: u32,
+    /// DuckDB's memory limit, e.g. "512MB".
+    pub memory_limit: String,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            enabled: true,
+            sql_enabled: false,
+            query_timeout: Duration::from_secs(10),
+            max_rows: 10_000,
+            queue_capacity: 4096,
+            batch_rows: 8192,
+            flush_interval: Duration::from_secs(1),
+            threads: 2,
+            memory_limit: "512MB".to_string(),
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    pub fn store_options(&self, data_dir: &Path) -> analytics::StoreOptions {
+        analytics::StoreOptions {
+            dir: data_dir.to_path_buf(),
+            threads: self.threads,
+            memory_limit: self.memory_limit.clone(),
+            queue_capacity: self.queue_capacity,
+            batching: analytics::Batching { max_rows: self.batch_rows, interval: self.flush_interval },
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.query_timeout.is_zero() {
+            return Err(("analytics.query_timeout", "must be positive"));
+        }
+        if !(1..=1_000_000).contains(&self.max_rows) {
+            return Err(("analytics.max_rows", "must be between 1 and 1000000"));
+        }
+        if self.queue_capacity == 0 || self.batch_rows == 0 {
+            return Err(("analytics", "queue_capacity and batch_rows must be at least 1"));
+        }
+        if self.flush_interval.is_zero() {
+            return Err(("analytics.flush_interval", "must be positive"));
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(("analytics.threads", "must be between 1 and 64"));
+        }
+        let limit = self.memory_limit.trim();
+        let digits = limit.trim_end_matches(|c: char| c.is_ascii_alphabetic()).trim();
+        if digits.is_empty() || digits.parse::<f64>().is_err() {
+            return Err(("analytics.memory_limit", "must be a size such as \"512MB\" or \"2GB\""));
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that cannot be used, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -247,8 +476,17 @@ impl Config {
         if self.delivery.attempt_timeout.is_zero() {
             return invalid("delivery.attempt_timeout", "must be positive");
         }
+        if let Err((key, message)) = self.delivery.endpoints.validate() {
+            return invalid(&key, message);
+        }
         if self.ingest.queue_capacity == 0 || self.ingest.max_batch == 0 {
             return invalid("ingest", "queue_capacity and max_batch must be at least 1");
+        }
+        if self.stream.client_queue == 0 {
+            return invalid("stream.client_queue", "must be at least 1");
+        }
+        if self.stream.ping_interval.is_zero() || self.stream.idle_timeout <= self.stream.ping_interval {
+            return invalid("stream.idle_timeout", "must be longer than stream.ping_interval (which must be positive)");
         }
         if self.stats_window < Duration::from_secs(1) {
             return invalid("stats_window", "must be at least 1s");
@@ -261,6 +499,9 @@ impl Config {
         if let Err((key, message)) = self.cache.validate() {
             return invalid(key, message);
         }
+        if let Err((key, message)) = self.analytics.validate() {
+            return invalid(key, message);
+        }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");
         }
@@ -268,7 +509,7 @@ impl Config {
         let channel_errors = [
             self.email.as_ref().and_then(|email| email.validate().err()).map(|e| e.to_string()),
             self.sftp.validate().err().map(|e| e.to_string()),
-            self.chat.validate().err().map(|e| e.to_string()),
+            self.chat.validate("chat").err().map(|e| e.to_string()),
             self.push.validate().err().map(|e| e.to_string()),
         ];
         if let Some(message) = channel_errors.into_iter().flatten().next() {
@@ -349,6 +590,37 @@ mod tests {
         assert!(config.email.is_none());
         assert_eq!(config.sftp, sinks::SftpConfig::default());
         assert_eq!(config.chat, sinks::ChatConfig::default());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closures return its (large) error type
+    fn endpoint_limits_have_per_channel_overrides_from_file_and_environment() {
+        use dataflows::delivery::DeliveryChannel;
+        let config = load(
+            "[delivery.endpoints]\nmax_concurrency = 8\nopen_for = \"5s\"\n\
+             [delivery.endpoints.channels.SLACK_INTEGRATION]\nrate_per_second = 1\nburst = 2\n",
+        )
+        .expect("valid");
+        let slack = config.delivery.endpoints.limits(DeliveryChannel::SlackIntegration);
+        assert_eq!((slack.max_concurrency, slack.rate_per_second, slack.burst), (8, 1.0, 2));
+        assert_eq!(slack.open_for, Duration::from_secs(5));
+        let webhook = config.delivery.endpoints.limits(DeliveryChannel::ApiWebhook);
+        assert_eq!((webhook.rate_per_second, webhook.failure_threshold), (0.0, 10));
+
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("REPDIST_DELIVERY__ENDPOINTS__CHANNELS__EMAIL__MAX_CONCURRENCY", "2");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.delivery.endpoints.limits(DeliveryChannel::Email).max_concurrency, 2);
+            Ok(())
+        });
+
+        let error = load("[delivery.endpoints.channels.FAX]\nburst = 1\n").expect_err("no such channel");
+        assert!(error.to_string().contains("`delivery.endpoints.channels.FAX`"), "{error}");
+        let error = load("[delivery.endpoints.channels.SFTP]\nmax_concurrency = 0\n").expect_err("zero");
+        assert!(error.to_string().contains("`delivery.endpoints.channels.SFTP.max_concurrency`"), "{error}");
+        let error = load("[delivery.endpoints]\nrate_per_second = -1\n").expect_err("negative");
+        assert!(error.to_string().contains("`delivery.endpoints.rate_per_second`"), "{error}");
     }
 
     #[test]

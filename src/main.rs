@@ -1,5 +1,6 @@
 //! The `repdist` binary: `serve` runs the service, `migrate` prepares its database, `demo` runs it
-//! end to end on embedded defaults.
+//! end to end on embedded defaults, `bench ws` loads its update streams, `export` writes delivery
+//! history or stats to Parquet.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,42 @@ enum Command {
     Migrate(MigrateArgs),
     /// Run the whole service in-process against local receivers and report what happened.
     Demo(repdist::demo::DemoArgs),
+    /// Load tools: `bench ws` measures the update streams' fan-out.
+    #[command(subcommand)]
+    Bench(repdist::bench::BenchCommand),
+    /// Write delivery history (one row per attempt outcome) or the distribution_stats windows from
+    /// the analytics store under a data directory to a Parquet file.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The service's data directory (holding analytics.duckdb). The server must not be running on it.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Only rows at or after this time: RFC 3339 or a date (2025-01-01, midnight UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// The file format (Parquet is the one there is).
+    #[arg(long, value_enum, default_value = "parquet")]
+    format: ExportFormat,
+    /// The file to write (replaced if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// `deliveries`: one row per delivery attempt outcome; `stats`: the distribution_stats windows.
+    #[arg(long, value_enum, default_value = "deliveries")]
+    what: ExportWhat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Parquet,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportWhat {
+    Deliveries,
+    Stats,
 }
 
 #[derive(clap::Args)]
@@ -53,6 +90,10 @@ struct ServeArgs {
     /// Timely worker threads.
     #[arg(long)]
     workers: Option<usize>,
+    /// Serve POST /api/v1/reporting/analytics/query (operators' read-only SQL; config key
+    /// `analytics.sql_enabled`).
+    #[arg(long)]
+    enable_sql_analytics: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Export(args) => export(args).await,
             Command::Demo(args) => {
                 let json = args.json;
                 let summary = repdist::demo::run(args).await?;
@@ -77,14 +119,17 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Command::Bench(command) => repdist::bench::run(command).await,
         }
     })
 }
 
 fn default_log_filter(command: &Command) -> &'static str {
     match command {
-        Command::Serve(_) | Command::Migrate(_) => "info",
+        Command::Serve(_) | Command::Migrate(_) | Command::Export(_) => "info",
         Command::Demo(_) => "warn",
+        // Under saturation SQLite reads wait for a connection; one warning per wait would bury the figures.
+        Command::Bench(_) => "warn,sqlx::pool::acquire=error",
     }
 }
 
@@ -101,6 +146,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(workers) = args.workers {
         config.workers = workers;
+    }
+    if args.enable_sql_analytics {
+        config.analytics.sql_enabled = true;
     }
     config.validate()?;
     let server = repdist::server::start(config).await.context("starting repdist")?;
@@ -130,6 +178,37 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     repdist::store::open(&config).await.with_context(|| format!("migrating {target}"))?;
     println!("migrated {target}");
     Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let since = match &args.since {
+        Some(text) => Some(parse_since(text).with_context(|| format!("--since {text}"))?),
+        None => None,
+    };
+    let what = match args.what {
+        ExportWhat::Deliveries => analytics::Export::Deliveries,
+        ExportWhat::Stats => analytics::Export::Stats,
+    };
+    let ExportFormat::Parquet = args.format;
+    let (dir, out) = (args.data_dir.clone(), args.out.clone());
+    let rows = tokio::task::spawn_blocking(move || -> Result<usize, analytics::AnalyticsError> {
+        let conn = analytics::open_read_only(&dir)?;
+        analytics::export::to_parquet(&conn, what, since, &out)
+    })
+    .await?
+    .with_context(|| format!("exporting from {}", args.data_dir.display()))?;
+    println!("wrote {rows} rows to {}", args.out.display());
+    Ok(())
+}
+
+/// RFC 3339 or a date (midnight UTC), as microseconds since the epoch.
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_micros());
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .context("expected an RFC 3339 time (2025-01-01T00:00:00Z) or a date (2025-01-01)")?;
+    Ok(date.and_hms_opt(0, 0, 0).context("midnight exists")?.and_utc().timestamp_micros())
 }
 
 async fn shutdown_signal() {

@@ -42,6 +42,7 @@ pub struct Server {
     stop_http: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     grpc: crate::grpc::GrpcServer,
+    endpoint_status: JoinHandle<()>,
 }
 
 /// Opens the store, replays unfinished work, and starts serving.
@@ -50,7 +51,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let cache = config.cache.build()?;
     let store = crate::store::open(&config).await?;
     let backend = store.backend();
-    let runtime = Arc::new(Runtime::start(&config, store).await?);
+    let runtime = Arc::new(Runtime::start(&config, store, cache.clone()).await?);
     cache.drop_left_overs(crate::cache::keys::KEPT_FRESH_BY_CHANGES).await;
     let bus = Bus::start(&config, runtime.clone(), cache.clone()).await?;
     let state = AppState {
@@ -59,8 +60,9 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         allow_private_webhooks: config.allow_private_webhooks,
         stats_window_micros: config.stats_window.as_micros() as u64,
         cache: cache.clone(),
+        analytics: config.analytics.clone(),
     };
-    let app = api::router(state, config.ingest.max_body_bytes);
+    let app = api::router(state.clone(), config.ingest.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| ServerError::Bind { addr: config.http_addr, source })?;
@@ -73,6 +75,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     )
     .await?;
     let stop_http = CancellationToken::new();
+    let endpoint_status = api::endpoints::publish_status(state.clone(), stop_http.clone());
     let stop = stop_http.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
@@ -84,7 +87,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         }
         None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), cache = cache.backend_name(), "repdist serving"),
     }
-    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc })
+    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc, endpoint_status })
 }
 
 impl Server {
@@ -104,6 +107,10 @@ impl Server {
     /// and recorded; queued deliveries stay pending for the next start.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.stop_http.cancel();
+        let _ = self.endpoint_status.await;
+        // Ends WebSocket and gRPC update streams (close code 1001), which would otherwise hold
+        // their connections, and with them the graceful stop, open.
+        self.runtime.hub().close();
         self.grpc.shutdown().await;
         self.bus.shutdown().await;
         let http = self.http.await.map_err(|e| ServerError::Http(e.to_string()))?;
@@ -130,6 +137,7 @@ impl Server {
     pub fn abort(self) {
         self.bus.abort();
         self.http.abort();
+        self.endpoint_status.abort();
         self.grpc.abort();
         drop(self.runtime);
     }

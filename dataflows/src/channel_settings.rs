@@ -124,6 +124,32 @@ pub struct MobilePushSettings {
     /// A credential (anyone knowing it can publish). Only its scheme and host are returned by reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_url: Option<String>,
+    /// Device tokens (or topic URLs) the provider reported gone for good (FCM `UNREGISTERED`, APNs
+    /// 410, a UnifiedPush 404/410). Kept by the service: it adds the token as a new subscription
+    /// version, and deliveries to a dead token fail at once without contacting the provider. An
+    /// update that leaves this out clears the marks (the app registered its token again). Masked on
+    /// reads, like the tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_tokens: Vec<String>,
+}
+
+impl MobilePushSettings {
+    /// Most tokens kept in `dead_tokens`: a subscription names one target, so a handful covers every
+    /// token it ever had that a client might send again.
+    pub const MAX_DEAD_TOKENS: usize = 16;
+
+    /// What deliveries go to: the device token (FCM, APNS) or the topic URL (NTFY).
+    pub fn target(&self) -> Option<&str> {
+        match self.provider {
+            PushProvider::Fcm | PushProvider::Apns => self.device_token.as_deref(),
+            PushProvider::Ntfy => self.topic_url.as_deref(),
+        }
+    }
+
+    /// Whether the target was reported dead: every token this subscription has is dead.
+    pub fn target_is_dead(&self) -> bool {
+        self.target().is_some_and(|target| self.dead_tokens.iter().any(|dead| dead == target))
+    }
 }
 
 /// Which chat service a webhook belongs to; it decides the message format.
@@ -181,6 +207,7 @@ impl fmt::Debug for MobilePushSettings {
             .field("provider", &self.provider)
             .field("device_token", &redacted(&self.device_token))
             .field("topic_url", &redacted(&self.topic_url))
+            .field("dead_tokens", &self.dead_tokens.len())
             .finish()
     }
 }
@@ -382,6 +409,20 @@ impl MobilePushSettings {
                 format!("does not apply to provider {provider}"),
             ));
         }
+        if self.dead_tokens.len() > Self::MAX_DEAD_TOKENS {
+            return Err(FieldError::new(
+                field("mobile_push.dead_tokens"),
+                format!("holds at most {} tokens", Self::MAX_DEAD_TOKENS),
+            ));
+        }
+        for (i, token) in self.dead_tokens.iter().enumerate() {
+            if token.is_empty() || token.len() > 4096 || token.chars().any(char::is_control) {
+                return Err(FieldError::new(
+                    field(&format!("mobile_push.dead_tokens[{i}]")),
+                    "must be a token or topic URL (1 to 4096 bytes, no control characters)",
+                ));
+            }
+        }
         let path = format!("mobile_push.{}", needed.0);
         let value = needed
             .1
@@ -508,6 +549,7 @@ mod tests {
                 provider,
                 device_token: device_token.map(String::from),
                 topic_url: topic_url.map(String::from),
+                dead_tokens: Vec::new(),
             };
             NotificationSettings { mobile_push: Some(push), ..Default::default() }
                 .validate_for(DeliveryChannel::MobilePush)
@@ -524,6 +566,38 @@ mod tests {
             Err("mobile_push.device_token".into())
         );
         assert_eq!(check(PushProvider::Fcm, Some("t"), Some("https://ntfy.sh/t")), Err("mobile_push.topic_url".into()));
+    }
+
+    #[test]
+    fn dead_tokens_are_checked_and_mark_the_target() {
+        let push = |provider, device_token: Option<&str>, topic_url: Option<&str>, dead: &[&str]| MobilePushSettings {
+            provider,
+            device_token: device_token.map(String::from),
+            topic_url: topic_url.map(String::from),
+            dead_tokens: dead.iter().map(|t| t.to_string()).collect(),
+        };
+        assert!(!push(PushProvider::Fcm, Some("t1"), None, &[]).target_is_dead());
+        assert!(!push(PushProvider::Fcm, Some("t2"), None, &["t1"]).target_is_dead(), "an old token's mark");
+        assert!(push(PushProvider::Apns, Some("ab12"), None, &["t1", "ab12"]).target_is_dead());
+        assert!(push(PushProvider::Ntfy, None, Some("https://n/t"), &["https://n/t"]).target_is_dead());
+        assert_eq!(push(PushProvider::Ntfy, None, Some("https://n/t"), &[]).target(), Some("https://n/t"));
+
+        let check = |settings: MobilePushSettings| {
+            NotificationSettings { mobile_push: Some(settings), ..Default::default() }
+                .validate_for(DeliveryChannel::MobilePush)
+                .map_err(|e| e.field.trim_start_matches(&format!("{PREFIX}.")).to_string())
+        };
+        assert_eq!(check(push(PushProvider::Fcm, Some("t2"), None, &["t1"])), Ok(()));
+        assert_eq!(
+            check(push(PushProvider::Fcm, Some("t2"), None, &["t1", ""])),
+            Err("mobile_push.dead_tokens[1]".into())
+        );
+        let many: Vec<String> = (0..=MobilePushSettings::MAX_DEAD_TOKENS).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(check(push(PushProvider::Fcm, Some("t"), None, &many)), Err("mobile_push.dead_tokens".into()));
+        let parsed: MobilePushSettings = serde_json::from_str(r#"{"provider": "FCM", "device_token": "t"}"#).unwrap();
+        assert!(parsed.dead_tokens.is_empty(), "optional");
+        assert!(!serde_json::to_string(&parsed).unwrap().contains("dead_tokens"), "left out when empty");
     }
 
     #[test]
@@ -574,11 +648,12 @@ mod tests {
                 provider: PushProvider::Fcm,
                 device_token: Some("TOKEN123".into()),
                 topic_url: None,
+                dead_tokens: vec!["TOKEN122".into()],
             }),
             ..Default::default()
         };
         let printed = format!("{settings:?}");
-        for secret in ["hunter2", "SECRETPATH", "TOKEN123"] {
+        for secret in ["hunter2", "SECRETPATH", "TOKEN123", "TOKEN122"] {
             assert!(!printed.contains(secret), "{printed}");
         }
     }

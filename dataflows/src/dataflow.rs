@@ -4,10 +4,11 @@
 //!
 //! Shape: reports are deduplicated by event id, then half-joined against the subscription
 //! arrangement as of their own time; outcomes decide retries (delayed in dataflow time) and dead
-//! letters, and feed windowed stats maintained with `reduce`.
+//! letters, and feed windowed stats maintained with `reduce`. Matches of SCHEDULED subscriptions
+//! become digest members instead of deliveries, collected until their cron tick (see `digest`).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use differential_dataflow::input::{Input, InputSession};
@@ -19,12 +20,14 @@ use timely::dataflow::operators::vec::{Delay, Input as _, Map};
 use timely::dataflow::operators::{Concat, Inspect, Operator, Probe};
 
 use crate::delivery::{AttemptResult, DeliveryOutcome, DeliveryTask};
+use crate::digest::DigestMember;
 use crate::index::{report_keys, subscription_keys, IndexKey};
 use crate::output::Output;
 use crate::report::ReportDistribution;
 use crate::retry::RetryPolicy;
+use crate::schedule::ScheduleCache;
 use crate::stats::{StatsKey, StatsRow};
-use crate::subscription::{ReportSubscription, SubscriptionStatus};
+use crate::subscription::{ReportSubscription, SubscriptionStatus, SubscriptionType};
 use crate::Time;
 
 #[derive(Clone, Debug)]
@@ -57,6 +60,7 @@ pub struct Dataflow {
     subscriptions: InputSession<Time, (IndexKey, ReportSubscription), isize>,
     outcomes: Vec1<DeliveryOutcome>,
     resumes: Vec1<(DeliveryTask, Time)>,
+    members: Vec1<DigestMember>,
     /// The versions this worker put into the subscriptions collection, to retract on change.
     current: HashMap<String, ReportSubscription>,
     probe: ProbeHandle<Time>,
@@ -82,12 +86,13 @@ pub fn build(
     output: impl FnMut(Time, Output) + 'static,
 ) -> Dataflow {
     let output = Rc::new(RefCell::new(output));
-    let mut probe = ProbeHandle::new();
-    let (reports, subscriptions, outcomes, resumes) = worker.dataflow::<Time, _, _>(|scope| {
+    let probe = ProbeHandle::new();
+    let (reports, subscriptions, outcomes, resumes, members) = worker.dataflow::<Time, _, _>(|scope| {
         let (report_input, reports) = scope.new_input::<ReportDistribution>();
         let (subscription_input, subscriptions) = scope.new_collection::<(IndexKey, ReportSubscription), isize>();
         let (outcome_input, outcomes) = scope.new_input::<DeliveryOutcome>();
         let (resume_input, resumes) = scope.new_input::<(DeliveryTask, Time)>();
+        let (member_input, resumed_members) = scope.new_input::<DigestMember>();
 
         // Deduplicate by event id (all copies of an id meet on one worker), then probe the index.
         let horizon = config.dedupe_horizon;
@@ -134,25 +139,29 @@ pub fn build(
                 subscription.matches(report).then(|| (report.clone(), subscription.clone()))
             },
         );
-        let new_deliveries = matches.inner.flat_map(|((matched, _), accepted_at, diff)| {
-            let tasks: Vec<DeliveryTask> = match matched {
-                Some((report, subscription)) if diff > 0 => subscription
-                    .channels_for(&report)
-                    .into_iter()
-                    .map(|channel| DeliveryTask {
-                        delivery_id: crate::delivery::delivery_id(&report.report_data.report_id, &subscription.subscription_id, channel),
-                        subscription_id: subscription.subscription_id.clone(),
-                        subscriber_id: subscription.subscriber_id.clone(),
-                        channel,
-                        settings: subscription.delivery_preferences.notification_settings.clone(),
-                        report: report.clone(),
-                        accepted_at,
-                        attempt: 1,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            tasks
+        let mut schedules = ScheduleCache::default();
+        let expansions = matches.inner.flat_map(move |((matched, _), accepted_at, diff)| match matched {
+            Some((report, subscription)) if diff > 0 => expand(&report, &subscription, accepted_at, &mut schedules),
+            _ => Vec::new(),
+        });
+        let new_deliveries = expansions.clone().flat_map(|expansion| match expansion {
+            Expansion::Now(task) => Some(task),
+            Expansion::Later(_) => None,
+        });
+        // Digest members: told to the host (to be made durable with the report's delivery set),
+        // then collected by digest until dataflow time reaches their tick.
+        let sink = output.clone();
+        let members = expansions
+            .flat_map(|expansion| match expansion {
+                Expansion::Now(_) => None,
+                Expansion::Later(member) => Some(member),
+            })
+            .inspect_time(move |time, member| {
+                (sink.borrow_mut())(*time, Output::DigestMember(member.clone()));
+            });
+        let sink = output.clone();
+        let digests = collect_digests(members.concat(resumed_members)).inspect_time(move |time, task| {
+            (sink.borrow_mut())(*time, Output::DigestDue(task.clone()));
         });
 
         // Outcomes: decide retry or dead letter where the delivery id lives.
@@ -248,12 +257,105 @@ pub fn build(
             });
         });
 
-        decisions.probe_with(&mut probe);
-        dispatched.probe_with(&mut probe);
-        stats.probe_with(&mut probe);
-        (report_input, subscription_input, outcome_input, resume_input)
+        decisions.probe_with(&probe);
+        dispatched.probe_with(&probe);
+        stats.probe_with(&probe);
+        digests.probe_with(&probe);
+        (report_input, subscription_input, outcome_input, resume_input, member_input)
     });
-    Dataflow { reports, subscriptions, outcomes, resumes, current: HashMap::new(), probe, time: 0 }
+    Dataflow { reports, subscriptions, outcomes, resumes, members, current: HashMap::new(), probe, time: 0 }
+}
+
+/// What one (report, subscription) match becomes on each channel.
+#[derive(Clone, Debug)]
+enum Expansion {
+    /// A delivery of the report on its own, due now.
+    Now(DeliveryTask),
+    /// A member of the subscription's next digest on that channel.
+    Later(DigestMember),
+}
+
+fn expand(
+    report: &ReportDistribution,
+    subscription: &ReportSubscription,
+    accepted_at: Time,
+    schedules: &mut ScheduleCache,
+) -> Vec<Expansion> {
+    // A SCHEDULED subscription whose schedule does not parse or fire (refused at subscribe time, so
+    // only a version stored before that check) gets its reports at once rather than never.
+    let tick = match (&subscription.subscription_type, &subscription.delivery_preferences.schedule) {
+        (SubscriptionType::Scheduled, Some(schedule)) => schedules.next_after(schedule, accepted_at),
+        _ => None,
+    };
+    subscription
+        .channels_for(report)
+        .into_iter()
+        .map(|channel| {
+            let member_id = crate::delivery::delivery_id(&report.report_data.report_id, &subscription.subscription_id, channel);
+            match tick {
+                Some(tick) => Expansion::Later(DigestMember {
+                    digest_id: crate::digest::digest_id(&subscription.subscription_id, channel, tick),
+                    member_id,
+                    subscription_id: subscription.subscription_id.clone(),
+                    subscriber_id: subscription.subscriber_id.clone(),
+                    channel,
+                    settings: subscription.delivery_preferences.notification_settings.clone(),
+                    schedule: subscription.delivery_preferences.schedule.clone().unwrap_or_default(),
+                    tick,
+                    report: report.clone(),
+                    accepted_at,
+                }),
+                None => Expansion::Now(DeliveryTask {
+                    delivery_id: member_id,
+                    subscription_id: subscription.subscription_id.clone(),
+                    subscriber_id: subscription.subscriber_id.clone(),
+                    channel,
+                    settings: subscription.delivery_preferences.notification_settings.clone(),
+                    report: report.clone(),
+                    accepted_at,
+                    attempt: 1,
+                    digest: None,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Holds members by digest (all members of one digest meet on one worker) and emits each digest
+/// once, at its tick, when the frontier shows that no report of an earlier time can still add to it.
+/// A tick without members emits nothing. A member fed after its tick (a restart that missed it)
+/// goes out at the time it is fed.
+fn collect_digests<'scope>(
+    members: timely::dataflow::Stream<'scope, Time, Vec<DigestMember>>,
+) -> timely::dataflow::Stream<'scope, Time, Vec<DeliveryTask>> {
+    // Due time -> digest id -> member id -> member (one member per report and digest).
+    let mut pending: BTreeMap<Time, BTreeMap<String, BTreeMap<String, DigestMember>>> = BTreeMap::new();
+    members.unary_notify::<timely::container::CapacityContainerBuilder<Vec<DeliveryTask>>, _, _>(
+        Exchange::new(|m: &DigestMember| route_hash(&m.digest_id)),
+        "CollectDigests",
+        vec![],
+        move |input, output, notificator| {
+            input.for_each_time(|time, data| {
+                for member in data.flat_map(|d| d.drain(..)) {
+                    let due = member.tick.max(*time.time());
+                    let digests = pending.entry(due).or_default();
+                    if digests.is_empty() {
+                        notificator.notify_at(time.delayed(&due, 0));
+                    }
+                    digests.entry(member.digest_id.clone()).or_default().insert(member.member_id.clone(), member);
+                }
+            });
+            notificator.for_each(|capability, _, _| {
+                let Some(digests) = pending.remove(capability.time()) else { return };
+                let mut session = output.session(&capability);
+                for members in digests.into_values() {
+                    if let Some(task) = crate::digest::assemble(members.into_values().collect()) {
+                        session.give(task);
+                    }
+                }
+            });
+        },
+    )
 }
 
 fn decide(policy: &RetryPolicy, outcome: DeliveryOutcome) -> Option<Decision> {
@@ -356,6 +458,13 @@ impl Dataflow {
         self.resumes.send((task, due));
     }
 
+    /// A digest member already durable from an earlier run, whose digest has not gone out yet: fed
+    /// at its original acceptance time, it rejoins its digest (one member per report, so a report
+    /// replayed too is not counted twice).
+    pub fn resume_member(&mut self, member: DigestMember) {
+        self.members.send(member);
+    }
+
     /// Moves every input to `time`; earlier times are closed. A time in the past is ignored.
     pub fn advance_to(&mut self, time: Time) {
         if time <= self.time {
@@ -365,6 +474,7 @@ impl Dataflow {
         self.reports.advance_to(time);
         self.outcomes.advance_to(time);
         self.resumes.advance_to(time);
+        self.members.advance_to(time);
         self.subscriptions.advance_to(time);
         self.subscriptions.flush();
     }

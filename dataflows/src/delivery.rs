@@ -73,6 +73,10 @@ pub struct DeliveryTask {
     pub accepted_at: Time,
     /// 1 for the first attempt, incremented by each retry.
     pub attempt: u32,
+    /// For a SCHEDULED subscription's digest, the reports it carries (`report` then stands for the
+    /// digest as a whole: see [`crate::digest::assemble`]). `None` for a single report's delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Box<crate::digest::Digest>>,
 }
 
 impl DeliveryTask {

@@ -162,8 +162,18 @@ impl Validate for ReportSubscription {
         if prefs.channels.is_empty() {
             return Err(FieldError::new("delivery_preferences.channels", "must name at least one channel"));
         }
-        if self.subscription_type == SubscriptionType::Scheduled && prefs.schedule.is_none() {
-            return Err(FieldError::new("delivery_preferences.schedule", "is required for SCHEDULED subscriptions"));
+        match (&prefs.schedule, self.subscription_type) {
+            (None, SubscriptionType::Scheduled) => {
+                return Err(FieldError::new("delivery_preferences.schedule", "is required for SCHEDULED subscriptions"));
+            }
+            (Some(expression), SubscriptionType::Scheduled) => {
+                crate::schedule::Schedule::parse(expression)
+                    .map_err(|e| FieldError::new("delivery_preferences.schedule", e.to_string()))?;
+            }
+            (Some(_), _) => {
+                return Err(FieldError::new("delivery_preferences.schedule", "is only used by SCHEDULED subscriptions"));
+            }
+            (None, _) => {}
         }
         for channel in &prefs.channels {
             prefs.notification_settings.validate_for(*channel)?;
@@ -272,5 +282,21 @@ mod tests {
         assert!(s.validate().is_ok());
         s.filters.routing_key = Some("[".into());
         assert_eq!(s.validate().unwrap_err().field, "filters.routing_key");
+    }
+
+    #[test]
+    fn scheduled_subscriptions_need_a_valid_schedule() {
+        let mut s = sub();
+        s.delivery_preferences.channels = vec![DeliveryChannel::DashboardNotification];
+        s.subscription_type = SubscriptionType::Scheduled;
+        assert_eq!(s.validate().unwrap_err().field, "delivery_preferences.schedule", "missing");
+        s.delivery_preferences.schedule = Some("every morning".into());
+        let error = s.validate().unwrap_err();
+        assert_eq!(error.field, "delivery_preferences.schedule");
+        assert!(error.message.contains("cron"), "{error}");
+        s.delivery_preferences.schedule = Some("0 8 * * 1-5".into());
+        assert!(s.validate().is_ok());
+        s.subscription_type = SubscriptionType::RealTime;
+        assert_eq!(s.validate().unwrap_err().field, "delivery_preferences.schedule", "a schedule that would be ignored");
     }
 }

@@ -102,8 +102,9 @@ pub fn transport_error(error: reqwest::Error) -> SinkError {
         reason.push_str(&format!(": {inner}"));
         source = inner.source();
     }
-    if error.is_builder() {
-        // A malformed URL or header: the same request fails the same way every time.
+    if error.is_builder() || crate::egress::is_refusal(&error) {
+        // A malformed URL or header, or a destination refused as private: the same request fails
+        // the same way every time.
         SinkError::Permanent { reason }
     } else {
         SinkError::Transient { reason, retry_after: None }

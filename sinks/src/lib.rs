@@ -11,8 +11,11 @@
 
 pub mod chat;
 pub mod dashboard;
+pub mod digest;
 pub mod email;
+pub mod egress;
 pub mod http_classify;
+pub mod http_client;
 pub mod push;
 pub mod registry;
 pub mod sftp;
@@ -31,6 +34,14 @@ pub use email::{EmailConfig, EmailSetupError, EmailSink, EmailTemplate, Template
 pub use registry::SinkRegistry;
 pub use sftp::{SftpAuth, SftpConfig, SftpSetupError, SftpSink};
 pub use webhook::{verify_signature, WebhookConfig, WebhookSetupError, WebhookSink};
+
+/// A local file to upload over SFTP, and the name it gets in the destination directory (one path
+/// component).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SftpFile {
+    pub path: std::path::PathBuf,
+    pub name: String,
+}
 
 /// One attempt to deliver, fully rendered by the dispatcher.
 ///
@@ -67,11 +78,12 @@ pub enum Destination {
         subscription_id: String,
         report_id: String,
     },
-    /// An upload to the subscriber's SFTP server: the report `file` (a local path, when the delivery
-    /// has one) as `directory/file_name`, and the payload as a JSON manifest beside it
-    /// (`file_name.manifest.json`, or `<delivery id>.json` without a file). `host_key` pins the
-    /// server: an OpenSSH public key line (`ssh-ed25519 AAAA...`) or a `SHA256:...` fingerprint.
-    /// `directory` may be absolute or relative to the login directory; it is created if missing.
+    /// An upload to the subscriber's SFTP server: each of `files` (local paths: the report's file,
+    /// or every report's of a digest) as `directory/<name>`, then the payload as a JSON manifest
+    /// beside them, named `manifest_name`, or by default `<name>.manifest.json` for a single file
+    /// and `<delivery id>.json` otherwise. `host_key` pins the server: an OpenSSH public key line
+    /// (`ssh-ed25519 AAAA...`) or a `SHA256:...` fingerprint. `directory` may be absolute or
+    /// relative to the login directory; it is created if missing.
     Sftp {
         host: String,
         port: u16,
@@ -79,8 +91,8 @@ pub enum Destination {
         auth: SftpAuth,
         host_key: String,
         directory: String,
-        file: Option<std::path::PathBuf>,
-        file_name: String,
+        files: Vec<SftpFile>,
+        manifest_name: Option<String>,
     },
     /// A Slack incoming webhook or a Teams workflow webhook. `webhook_url` is a credential. `link`
     /// is where the message's button points (e.g. the report in a portal); without one, the
@@ -118,7 +130,7 @@ impl fmt::Debug for Destination {
                 .field("subscription_id", subscription_id)
                 .field("report_id", report_id)
                 .finish(),
-            Destination::Sftp { host, port, username, auth, host_key, directory, file, file_name } => f
+            Destination::Sftp { host, port, username, auth, host_key, directory, files, manifest_name } => f
                 .debug_struct("Sftp")
                 .field("host", host)
                 .field("port", port)
@@ -127,8 +139,8 @@ impl fmt::Debug for Destination {
                 .field("auth", auth)
                 .field("host_key", host_key)
                 .field("directory", directory)
-                .field("file", file)
-                .field("file_name", file_name)
+                .field("files", files)
+                .field("manifest_name", manifest_name)
                 .finish(),
             Destination::Chat { kind, webhook_url: _, link } => f
                 .debug_struct("Chat")

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::body::JsonBody;
+use super::endpoints::ChannelBreaker;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::cache::keys;
@@ -82,7 +83,8 @@ pub async fn create(
     match app.runtime.store().create_channel(&channel).await? {
         Some(stored) => {
             let stored = stored.redacted();
-            app.cache.write_through_json(&keys::channel_status(&stored.channel_id), &ChannelStatus::changed(&stored), keys::CHANNEL_STATUS_TTL).await;
+            let status = ChannelStatus::changed(&app, &stored);
+            app.cache.write_through_json(&keys::channel_status(&stored.channel_id), &status, keys::CHANNEL_STATUS_TTL).await;
             Ok((StatusCode::CREATED, Json(stored)))
         }
         None => Err(ApiError::conflict(format!("channel `{}` exists", channel.channel_id))),
@@ -91,39 +93,64 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/reporting/channels/{channel_id}", tag = "channels",
     params(("channel_id" = String, Path)),
-    responses((status = 200, description = "The channel config, secrets masked", body = StoredChannel), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The channel config, secrets masked, with the circuit breaker of the endpoint it describes", body = ChannelAnswer), (status = 404, body = ErrorBody)))]
 pub async fn get(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let key = keys::channel_status(&channel_id);
     if let Some(status) = app.cache.get_json::<ChannelStatus<Value>>(&key).await {
-        return Ok(Json(status.channel));
+        return Ok(Json(status.answer()));
     }
     let epoch = app.cache.epoch();
     match app.runtime.store().channel(&channel_id).await? {
         Some(stored) => {
             let stored = stored.redacted();
-            let status = ChannelStatus { channel: &stored, status_changed_at: None };
+            let breaker = super::endpoints::breaker_for(&app.runtime.endpoints().endpoints(), &stored);
+            let status = ChannelStatus { channel: &stored, status_changed_at: None, breaker };
             if let Ok(bytes) = serde_json::to_vec(&status) {
                 app.cache.fill(&key, &bytes, keys::CHANNEL_STATUS_TTL, epoch).await;
             }
-            Ok(Json(serde_json::to_value(&stored).unwrap_or_default()))
+            Ok(Json(status.answer()))
         }
         None => Err(ApiError::not_found("channel", &channel_id)),
     }
 }
 
-/// The spec's `channel_status:{channel_id}` entry: the channel as `GET` answers it (secrets masked,
-/// `enabled` included) and when this service last changed it.
-#[derive(serde::Serialize, Deserialize)]
-struct ChannelStatus<C> {
+/// `GET /channels/{id}`'s answer, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ChannelAnswer {
     #[serde(flatten)]
-    channel: C,
+    pub channel: StoredChannel,
+    /// Null until a delivery has gone to the endpoint this channel describes.
+    pub breaker: Option<ChannelBreaker>,
+}
+
+/// The spec's `channel_status:{channel_id}` entry: the channel as `GET` answers it (secrets masked,
+/// `enabled` included), when this service last changed it, and the circuit breaker of the endpoint
+/// the channel describes (rewritten whenever that breaker changes state).
+#[derive(serde::Serialize, Deserialize)]
+pub(crate) struct ChannelStatus<C> {
+    #[serde(flatten)]
+    pub channel: C,
     /// Null when the entry was filled from the database rather than written by a change.
-    status_changed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub status_changed_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub breaker: Option<ChannelBreaker>,
 }
 
 impl<'a> ChannelStatus<&'a StoredChannel> {
-    fn changed(channel: &'a StoredChannel) -> Self {
-        ChannelStatus { channel, status_changed_at: Some(chrono::Utc::now()) }
+    fn changed(app: &AppState, channel: &'a StoredChannel) -> Self {
+        let breaker = super::endpoints::breaker_for(&app.runtime.endpoints().endpoints(), channel);
+        ChannelStatus { channel, status_changed_at: Some(chrono::Utc::now()), breaker }
+    }
+}
+
+impl<C: serde::Serialize> ChannelStatus<C> {
+    /// The channel with its `breaker`.
+    fn answer(&self) -> Value {
+        let mut answer = serde_json::to_value(&self.channel).unwrap_or_default();
+        if let Value::Object(fields) = &mut answer {
+            fields.insert("breaker".into(), serde_json::to_value(&self.breaker).unwrap_or_default());
+        }
+        answer
     }
 }
 
@@ -145,7 +172,8 @@ async fn set_enabled(app: &AppState, channel_id: String, enabled: bool) -> Resul
     match app.runtime.store().set_channel_enabled(&channel_id, enabled).await? {
         Some(stored) => {
             let stored = stored.redacted();
-            app.cache.write_through_json(&keys::channel_status(&channel_id), &ChannelStatus::changed(&stored), keys::CHANNEL_STATUS_TTL).await;
+            let status = ChannelStatus::changed(app, &stored);
+            app.cache.write_through_json(&keys::channel_status(&channel_id), &status, keys::CHANNEL_STATUS_TTL).await;
             Ok(Json(stored))
         }
         None => Err(ApiError::not_found("channel", &channel_id)),

@@ -1,10 +1,12 @@
 //! The REST and WebSocket API (axum) under `/api/v1/reporting`, plus `/healthz`, `/metrics` and
 //! `/api/v1/openapi.json`.
 
+pub mod analytics;
 pub mod body;
 pub mod channels;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod endpoints;
 pub mod error;
 pub mod notifications;
 pub mod openapi;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub stats_window_micros: u64,
     /// Read cache in front of the store; never required for an answer.
     pub cache: crate::cache::CacheClient,
+    /// Limits of the analyses and whether operators' SQL is served.
+    pub analytics: crate::config::AnalyticsConfig,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -49,8 +53,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/channels/{channel_id}", get(channels::get))
         .route("/channels/{channel_id}/enable", post(channels::enable))
         .route("/channels/{channel_id}/disable", post(channels::disable))
+        .route("/endpoints", get(endpoints::list))
         .route("/templates", get(templates::list))
-        .route("/templates/{report_type}/{locale}", put(templates::put).delete(templates::delete));
+        .route("/templates/{report_type}/{locale}", put(templates::put).delete(templates::delete))
+        .route("/analytics", get(analytics::list))
+        .route("/analytics/query", post(analytics::query))
+        .route("/analytics/{name}", get(analytics::analysis));
     Router::new()
         .nest("/api/v1/reporting", reporting)
         .route("/api/v1/openapi.json", get(ops::openapi))

@@ -1,7 +1,6 @@
 //! Subscription management: create, list, update, cancel. Every change becomes a subscription
 //! version in the dataflow at the time the sequencer commits it: it applies to later reports only.
 
-use std::net::IpAddr;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -155,7 +154,7 @@ fn check(app: &AppState, subscription: &ReportSubscription) -> Result<(), ApiErr
 pub(crate) fn admissible(runtime: &crate::runtime::Runtime, allow_private_webhooks: bool, subscription: &ReportSubscription) -> Result<(), ApiError> {
     subscription.validate()?;
     match subscription.subscription_type {
-        SubscriptionType::RealTime | SubscriptionType::OnDemand => {}
+        SubscriptionType::RealTime | SubscriptionType::OnDemand | SubscriptionType::Scheduled => {}
         other => {
             let name = serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             return Err(ApiError::invalid("subscription_type", format!("{name} subscriptions are not supported by this server yet")));
@@ -185,31 +184,11 @@ pub(crate) fn admissible(runtime: &crate::runtime::Runtime, allow_private_webhoo
 }
 
 /// Whether a URL names a host on the local machine or a private network (a literal address, or
-/// `localhost`). Names resolving to such addresses are checked again at delivery time (later issue).
+/// `localhost`), or no host at all. Names that resolve to such addresses are refused again at
+/// delivery time, on the addresses actually dialled (`sinks::egress`).
 fn targets_private_network(url: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(url) else { return true };
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
-        Some(url::Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
-        }
-        None => true,
-    }
-}
-
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast(),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
+    let has_host = reqwest::Url::parse(url).ok().is_some_and(|u| u.host_str().is_some());
+    !has_host || sinks::egress::names_private_host(url)
 }
 
 /// What a read shows in place of a secret.
@@ -238,6 +217,9 @@ pub(crate) fn redact(mut stored: StoredSubscription) -> StoredSubscription {
         }
         if let Some(url) = push.topic_url.as_mut() {
             *url = masked_url(url);
+        }
+        for dead in push.dead_tokens.iter_mut() {
+            *dead = MASK.to_string();
         }
     }
     stored

@@ -3,10 +3,8 @@
 //!
 //! The API and the EMAIL sink share one `TemplateStore` (held by the runtime), so a change applies
 //! to the next email rendered. A template is checked when it is set (compiled, then rendered against
-//! a sample report): a broken one is a 422 naming the part (`subject`, `html` or `text`).
-//!
-//! Templates are held in memory only this round: they are NOT persisted, and a restart goes back to
-//! the built-in template until they are set again.
+//! a sample report): a broken one is a 422 naming the part (`subject`, `html` or `text`) and is not
+//! stored. Templates are kept in the database (`email_templates`) and survive a restart.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,6 +16,7 @@ use sinks::email::{EmailTemplate, TemplateError, TemplateKey, ANY_REPORT_TYPE};
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::runtime::templates::TemplateWriteError;
 
 /// A template's three parts (minijinja). The report is `report` (its `report_data`), the whole event
 /// `event`, plus `delivery_id`, `subscriber_id`, `subscription_id`, `attempt` and, when a file is
@@ -82,9 +81,9 @@ fn key(report_type: String, locale: String) -> Result<TemplateKey, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/reporting/templates", tag = "templates",
-    responses((status = 200, description = "The configured email templates (held in memory, not persisted)", body = TemplateList)))]
+    responses((status = 200, description = "The configured email templates", body = TemplateList)))]
 pub async fn list(State(app): State<AppState>) -> Json<TemplateList> {
-    let templates = app.runtime.templates();
+    let templates = app.runtime.templates().live();
     Json(TemplateList {
         default_locale: templates.default_locale().to_string(),
         email_enabled: app.runtime.enabled_channels().contains(&sinks::EmailSink::CHANNEL),
@@ -95,7 +94,7 @@ pub async fn list(State(app): State<AppState>) -> Json<TemplateList> {
 #[utoipa::path(put, path = "/api/v1/reporting/templates/{report_type}/{locale}", tag = "templates",
     params(("report_type" = String, Path, description = "A report type, or `*` for every type"), ("locale" = String, Path)),
     request_body = TemplateBody,
-    responses((status = 200, description = "Set; applies to the next email rendered. Held in memory only: not persisted across restarts", body = StoredTemplate),
+    responses((status = 200, description = "Stored; applies to the next email rendered and survives restarts", body = StoredTemplate),
               (status = 422, description = "A bad key, or a template part (`subject`, `html`, `text`) that does not compile or render", body = ErrorBody)))]
 pub async fn put(
     State(app): State<AppState>,
@@ -104,11 +103,14 @@ pub async fn put(
 ) -> Result<Json<StoredTemplate>, ApiError> {
     let key = key(report_type, locale)?;
     let template = EmailTemplate { subject: body.subject, html: body.html, text: body.text };
-    app.runtime.templates().set(key.clone(), template.clone()).map_err(|error| match error {
-        TemplateError::Invalid { part, message, .. } | TemplateError::Render { part, message, .. } => {
-            ApiError::invalid(part.as_str(), message)
+    app.runtime.templates().set(key.clone(), template.clone()).await.map_err(|error| match error {
+        TemplateWriteError::Invalid(
+            TemplateError::Invalid { part, message, .. } | TemplateError::Render { part, message, .. },
+        ) => ApiError::invalid(part.as_str(), message),
+        TemplateWriteError::Invalid(error @ TemplateError::InvalidKey { .. }) => {
+            ApiError::invalid("locale", error.to_string())
         }
-        TemplateError::InvalidKey { .. } => ApiError::invalid("locale", error.to_string()),
+        TemplateWriteError::Store(error) => error.into(),
     })?;
     Ok(Json(stored(key, template)))
 }
@@ -122,8 +124,8 @@ pub async fn delete(
     Path((report_type, locale)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let key = key(report_type, locale)?;
-    match app.runtime.templates().remove(&key) {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(ApiError::not_found("template", &key.to_string())),
+    match app.runtime.templates().remove(&key).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found("template", &key.to_string())),
     }
 }

@@ -8,7 +8,7 @@ mod receiver;
 mod sftp_peer;
 pub mod smtp_peer;
 mod summary;
-mod workload;
+pub(crate) mod workload;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -113,7 +113,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     })
     .await?;
 
-    // A WebSocket client on some dashboard subscriptions counts live notifications.
+    // A WebSocket client on some dashboard subscriptions counts their live updates.
     let ws_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for subscription_id in plan.dashboard_subscriptions.iter().take(20) {
         let url = format!("ws://{}/api/v1/reporting/stream?subscription_id={subscription_id}", server.http_addr());
@@ -122,7 +122,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
         tokio::spawn(async move {
             let (_, mut read) = socket.split();
             while let Some(Ok(message)) = read.next().await {
-                if message.is_text() {
+                // Updates (report matched, delivery state changed); not the `hello` that opens the stream.
+                if message.is_text() && !message.to_text().unwrap_or_default().contains(r#""type":"hello""#) {
                     count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }

@@ -2,6 +2,10 @@
 //! signature, counts each delivery id once (a second arrival is a duplicate), measures latency from
 //! the report's publication, and plays the endpoint's role: healthy, flaky (transient failures on
 //! the first attempt, then success) or broken (always 410, so dead-lettered).
+//!
+//! Flaky endpoints listen on a port of their own, as if on another server: a `429` with
+//! `Retry-After` pauses every delivery to its `host:port` (see `[delivery.endpoints]`), which is how
+//! a real rate-limiting server is treated, and would otherwise hold back the healthy endpoints too.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -39,6 +43,8 @@ struct Tally {
 #[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
+    /// Where the flaky endpoints are served (same handler, another port).
+    pub flaky_addr: SocketAddr,
     tally: Arc<Mutex<Tally>>,
 }
 
@@ -55,17 +61,22 @@ impl Receiver {
     pub async fn start() -> anyhow::Result<Receiver> {
         let tally = Arc::new(Mutex::new(Tally { latency_us: Some(Histogram::new(3)?), ..Tally::default() }));
         let app = Router::new().route("/hooks/{endpoint}", post(hook)).with_state(tally.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Receiver { addr, tally })
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            let app = app.clone();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        Ok(Receiver { addr: addrs[0], flaky_addr: addrs[1], tally })
     }
 
     pub fn add_endpoint(&self, name: &str, secret: &str, behaviour: Behaviour) -> String {
         if let Ok(mut tally) = self.tally.lock() {
             tally.endpoints.insert(name.to_string(), (secret.to_string(), behaviour));
         }
-        format!("http://{}/hooks/{name}", self.addr)
+        let addr = if behaviour == Behaviour::Flaky { self.flaky_addr } else { self.addr };
+        format!("http://{addr}/hooks/{name}")
     }
 
     /// Records when an event was sent, the start of its deliveries' latency.

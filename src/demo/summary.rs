@@ -176,7 +176,7 @@ pub fn print(summary: &DemoSummary, json: bool) {
         ("duplicates at receiver (same delivery id)", summary.duplicates.to_string()),
         ("bad signatures", summary.bad_signatures.to_string()),
         ("re-sent events answered differently", summary.resent_mismatches.to_string()),
-        ("websocket notifications", summary.websocket_messages.to_string()),
+        ("websocket updates", summary.websocket_messages.to_string()),
         ("latency p50 / p95 / p99 / max (ms)", format!("{} / {} / {} / {}", summary.latency_ms.p50, summary.latency_ms.p95, summary.latency_ms.p99, summary.latency_ms.max)),
         ("throughput (deliveries/s)", summary.throughput_per_s.to_string()),
         ("publish rate (reports/s)", summary.publish_per_s.to_string()),

@@ -7,6 +7,7 @@ mod messages;
 mod query;
 mod reporting;
 mod status;
+mod updates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,9 +75,14 @@ pub async fn start(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ReportingStreamServer<reporting::Reporting>>().await;
     health.set_serving::<DistributionQueryServer<query::Query>>().await;
+    let stream = runtime.hub().config().clone();
     tokio::spawn(follow_health(health, runtime, shutdown.clone()));
 
     let router = tonic::transport::Server::builder()
+        // A stream client that stopped reading holds only its bounded queue; these pings find the
+        // ones that are gone altogether, so their streams end.
+        .http2_keepalive_interval(Some(stream.ping_interval))
+        .http2_keepalive_timeout(Some(stream.idle_timeout))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -1,33 +1,22 @@
 //! `ReportingStream`: the seed's gRPC interface. Subscription changes go through the same parsing
-//! and checks as the REST API (`api::body::parse`, `api::subscriptions::admissible`); the live
-//! stream follows the hub the WebSocket uses.
+//! and checks as the REST API (`api::body::parse`, `api::subscriptions::admissible`); the update
+//! stream follows the hub the WebSocket uses (`updates`).
 
-use std::sync::Arc;
-
-use dataflows::report::ReportDataType;
 use dataflows::subscription::{ReportSubscription, SubscriptionStatus};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::proto::reporting_stream_server::ReportingStream;
 use super::proto::{self, SubscriptionAction};
 use super::status::{invalid, not_found};
+use super::updates::{self, ReportStream};
 use super::{messages, GrpcState};
 use crate::api::subscriptions::{admissible, SubscriptionRequest};
-use crate::runtime::hub::HubMessage;
+use crate::runtime::hub::Selection;
 use crate::store::StoredSubscription;
-
-/// Messages buffered per stream before the reader counts as slow; past that the hub's own buffer
-/// absorbs the gap, and a reader that overruns it too is ended with `ABORTED`.
-const STREAM_BUFFER: usize = 64;
 
 pub struct Reporting {
     pub(super) state: GrpcState,
 }
-
-type ReportStream = ReceiverStream<Result<proto::ReportMessage, Status>>;
 
 #[tonic::async_trait]
 impl ReportingStream for Reporting {
@@ -35,17 +24,13 @@ impl ReportingStream for Reporting {
 
     async fn stream_reports(&self, request: Request<proto::StreamRequest>) -> Result<Response<ReportStream>, Status> {
         let request = request.into_inner();
-        if let Some(after) = request.after_sequence {
-            return Err(Status::failed_precondition(format!(
-                "resuming after sequence {after} is not possible yet: the live hub keeps no replay buffer; \
-                 leave after_sequence unset to stream from now on"
-            )));
-        }
         let mut report_types = Vec::with_capacity(request.report_types.len());
         for (i, &value) in request.report_types.iter().enumerate() {
             let t = messages::domain_report_type(value)
                 .ok_or_else(|| invalid(format!("report_types[{i}]"), format!("{value} is not a report type")))?;
-            report_types.push(t);
+            if !report_types.contains(&t) {
+                report_types.push(t);
+            }
         }
         let subscription_id = request.subscription_id;
         if subscription_id.is_empty() && report_types.is_empty() {
@@ -54,33 +39,19 @@ impl ReportingStream for Reporting {
         if !subscription_id.is_empty() && self.state.runtime.store().subscription(&subscription_id).await?.is_none() {
             return Err(not_found("subscription", &subscription_id));
         }
-        // Subscribed before answering: every report published once the client has its response is seen.
-        let mut live = self.state.runtime.hub().subscribe();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let shutdown = self.state.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tx.closed() => return,
-                    next = live.recv() => next,
-                };
-                let item = match next {
-                    Ok(message) if wanted(&message, &subscription_id, &report_types) => Ok(report_message(&message)),
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => {
-                        Err(Status::aborted(format!("fell behind the live stream by {missed} messages; reconnect")))
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                let last = item.is_err();
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    sent = tx.send(item) => if sent.is_err() || last { return },
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let selection = if subscription_id.is_empty() {
+            Selection::ReportTypes(report_types)
+        } else {
+            Selection::Subscription { subscription_id, report_types }
+        };
+        // Attached before answering: every update published once the client has its response is seen.
+        let attachment = self
+            .state
+            .runtime
+            .hub()
+            .attach(&selection, request.after_sequence)
+            .map_err(|e| Status::out_of_range(format!("after_sequence: {e}")))?;
+        Ok(Response::new(updates::stream(attachment, self.state.shutdown.clone())))
     }
 
     async fn manage_subscription(
@@ -212,24 +183,4 @@ fn parse_body(json: &str) -> Result<SubscriptionRequest, Status> {
         }
         error.into()
     })
-}
-
-fn wanted(message: &HubMessage, subscription_id: &str, report_types: &[ReportDataType]) -> bool {
-    (subscription_id.is_empty() || message.subscription_id == subscription_id)
-        && (report_types.is_empty() || message.report_type.is_some_and(|t| report_types.contains(&t)))
-}
-
-fn report_message(message: &Arc<HubMessage>) -> proto::ReportMessage {
-    let parsed: serde_json::Value = serde_json::from_str(message.text.as_str()).unwrap_or_default();
-    let text = |pointer: &str| parsed.pointer(pointer).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    proto::ReportMessage {
-        sequence: message.seq,
-        delivery_id: text("/delivery_id"),
-        subscription_id: message.subscription_id.clone(),
-        subscriber_id: message.subscriber_id.clone(),
-        report_type: message.report_type.map(|t| messages::report_type(t.as_str())).unwrap_or_default(),
-        report_id: text("/report/report_data/report_id"),
-        event_id: text("/report/event_id"),
-        report_json: parsed.get("report").map(|r| r.to_string()).unwrap_or_default(),
-    }
 }

@@ -1,17 +1,16 @@
 //! The DASHBOARD_NOTIFICATION channel's storage: notifications are kept per subscriber in the store
-//! (listed by `GET /notifications/{subscriber_id}`) and pushed live through the hub.
+//! (listed by `GET /notifications/{subscriber_id}`). Live dashboards follow the update stream, which
+//! announces the delivery once its outcome is durable (`hub`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sinks::{BoardError, DashboardNotification, NotificationBoard};
 
-use super::hub::Hub;
 use crate::store::{Notification, Store};
 
 pub struct StoreBoard {
     pub store: Arc<dyn Store>,
-    pub hub: Arc<Hub>,
 }
 
 #[async_trait]
@@ -28,12 +27,6 @@ impl NotificationBoard for StoreBoard {
             created_at: chrono::Utc::now(),
         };
         self.store.insert_notification(&stored).await.map_err(|e| BoardError::new(e.to_string()))?;
-        self.hub.publish(
-            &notification.subscriber_id,
-            &notification.subscription_id,
-            &notification.notification_id,
-            &notification.payload,
-        );
         Ok(())
     }
 }

@@ -1,18 +1,23 @@
 //! Turns due delivery tasks into sink requests and runs them, at most `max_in_flight` at once,
-//! highest `delivery_priority` first. Each finished attempt goes back to the sequencer carrying its
-//! in-flight permit, so attempts under way plus outcomes not yet consumed never exceed the limit.
+//! highest `delivery_priority` first among the tasks whose endpoint can take one now (its
+//! concurrency and rate limits, pause and circuit breaker; see [`super::endpoints`]). Each finished
+//! attempt goes back to the sequencer carrying its in-flight permit, so attempts under way plus
+//! outcomes not yet consumed never exceed the limit.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use dataflows::delivery::{AttemptResult, DeliveryTask};
 use sinks::{SinkError, SinkRegistry};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::endpoints::{self, EndpointResolver, LaneStatus, Lanes, Next, Ticket};
+use crate::config::EndpointsConfig;
+
 pub use super::render::render;
+use super::dead_tokens::DeadTokenReporter;
 
 /// One attempt's end, on its way back to the sequencer.
 #[derive(Debug)]
@@ -24,69 +29,90 @@ pub struct FinishedAttempt {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// Tasks waiting for an in-flight slot. Unbounded as a structure, bounded in practice by the
-/// sequencer's admission control (`delivery.max_outstanding`): no report is admitted past it.
-#[derive(Default)]
+/// Tasks waiting to be attempted, in one lane per endpoint (see [`super::endpoints`]): an endpoint
+/// at its concurrency or rate limit, paused by its peer's `Retry-After`, or behind an open breaker
+/// holds back only its own tasks, and those hold no in-flight slot while they wait. Unbounded as a
+/// structure, bounded in practice by the sequencer's admission control (`delivery.max_outstanding`):
+/// no report is admitted past it.
 pub struct DispatchQueue {
-    heap: Mutex<BinaryHeap<Queued>>,
+    lanes: Mutex<Lanes>,
+    resolver: EndpointResolver,
     ready: Notify,
-    sequence: std::sync::atomic::AtomicU64,
-}
-
-struct Queued {
-    priority: i32,
-    sequence: u64,
-    task: DeliveryTask,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    /// Higher priority first; within a priority, first in first out.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.sequence.cmp(&self.sequence))
-    }
+    changes: watch::Sender<u64>,
 }
 
 impl DispatchQueue {
+    pub fn new(resolver: EndpointResolver, config: EndpointsConfig) -> DispatchQueue {
+        DispatchQueue { lanes: Mutex::new(Lanes::new(config)), resolver, ready: Notify::new(), changes: watch::Sender::new(0) }
+    }
+
+    /// A poisoned lock still holds every task: go on with it rather than lose them.
+    fn lanes(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub fn push(&self, task: DeliveryTask) {
-        let sequence = self.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let queued = Queued { priority: task.priority(), sequence, task };
-        if let Ok(mut heap) = self.heap.lock() {
-            heap.push(queued);
-        }
+        let key = self.resolver.key(&task);
+        self.lanes().push(key, task, Instant::now());
         self.ready.notify_one();
     }
 
     pub fn len(&self) -> usize {
-        self.heap.lock().map(|h| h.len()).unwrap_or(0)
+        self.lanes().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn pop(&self) -> Option<DeliveryTask> {
-        self.heap.lock().ok().and_then(|mut heap| heap.pop()).map(|q| q.task)
+    /// Every endpoint with its limits, breaker state and queue.
+    pub fn endpoints(&self) -> Vec<LaneStatus> {
+        self.lanes().statuses()
     }
 
-    async fn next(&self, shutdown: &CancellationToken) -> Option<DeliveryTask> {
+    /// Changes whenever an endpoint's breaker changes state or a pause starts or ends.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, lanes: &Lanes) {
+        let version = lanes.version();
+        self.changes.send_if_modified(|seen| std::mem::replace(seen, version) != version);
+    }
+
+    fn take(&self) -> Next {
+        let mut lanes = self.lanes();
+        let next = lanes.next(Instant::now());
+        self.announce(&lanes);
+        next
+    }
+
+    fn finish(&self, ticket: Ticket, result: &AttemptResult) {
+        let (verdict, pause, failure) = endpoints::verdict(result);
+        let mut lanes = self.lanes();
+        lanes.finish(ticket, verdict, pause, failure, Instant::now());
+        self.announce(&lanes);
+        drop(lanes);
+        self.ready.notify_one();
+    }
+
+    /// The next task some endpoint admits, waiting (without holding anything) until there is one.
+    async fn next(&self, shutdown: &CancellationToken) -> Option<(DeliveryTask, Ticket)> {
         loop {
             let notified = self.ready.notified();
-            if let Some(task) = self.pop() {
-                return Some(task);
-            }
+            let wake = match self.take() {
+                Next::Task(task, ticket) => return Some((task, ticket)),
+                Next::Wait(wake) => wake,
+            };
+            let timer = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = notified => {}
+                _ = timer => {}
                 _ = shutdown.cancelled() => return None,
             }
         }
@@ -96,6 +122,8 @@ impl DispatchQueue {
 pub struct DispatcherConfig {
     pub max_in_flight: usize,
     pub attempt_timeout: Duration,
+    /// Told about push failures that say the device token is dead.
+    pub dead_tokens: DeadTokenReporter,
 }
 
 /// Runs until `shutdown`; then stops taking tasks and waits for the attempts under way.
@@ -114,14 +142,18 @@ pub async fn run(
             permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             _ = shutdown.cancelled() => break,
         };
-        let Some(task) = queue.next(&shutdown).await else { break };
+        let Some((task, ticket)) = queue.next(&shutdown).await else { break };
         let sinks = sinks.clone();
         let finished = finished.clone();
         let timeout = config.attempt_timeout;
+        let dead_tokens = config.dead_tokens.clone();
+        let queue = queue.clone();
         in_flight.spawn(async move {
-            let started = Instant::now();
-            let result = attempt(&sinks, &task, timeout).await;
+            let started = std::time::Instant::now();
+            let result = attempt(&sinks, &task, timeout, &dead_tokens).await;
             let elapsed = started.elapsed();
+            // The endpoint learns the result at once; the in-flight permit waits for the sequencer.
+            queue.finish(ticket, &result);
             let _ = finished.send(FinishedAttempt { task, result, elapsed, permit }).await;
         });
         while in_flight.try_join_next().is_some() {}
@@ -129,7 +161,7 @@ pub async fn run(
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn attempt(sinks: &SinkRegistry, task: &DeliveryTask, timeout: Duration) -> AttemptResult {
+async fn attempt(sinks: &SinkRegistry, task: &DeliveryTask, timeout: Duration, dead_tokens: &DeadTokenReporter) -> AttemptResult {
     let Some(sink) = sinks.get(task.channel.as_str()) else {
         return AttemptResult::Permanent { error: format!("no sink is configured for channel {}", task.channel.as_str()) };
     };
@@ -138,7 +170,11 @@ async fn attempt(sinks: &SinkRegistry, task: &DeliveryTask, timeout: Duration) -
         Err(error) => return AttemptResult::Permanent { error },
     };
     // The sink enforces the timeout itself; this outer bound only guards against a sink that doesn't.
-    match tokio::time::timeout(timeout + Duration::from_secs(1), sink.deliver(&request)).await {
+    let outcome = tokio::time::timeout(timeout + Duration::from_secs(1), sink.deliver(&request)).await;
+    if let Ok(Err(error)) = &outcome {
+        dead_tokens.observe(task, error);
+    }
+    match outcome {
         Ok(Ok(_receipt)) => AttemptResult::Delivered,
         Ok(Err(SinkError::Transient { reason, retry_after })) => {
             AttemptResult::Transient { error: reason, retry_after: retry_after.map(|d| d.as_micros() as u64) }

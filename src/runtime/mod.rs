@@ -1,14 +1,20 @@
 //! The running service: timely workers for the dataflow, the sequencer (the one writer), the
 //! dispatcher (the sinks), wired with bounded queues and one shutdown signal.
 
+pub mod analytics_feed;
 pub mod board;
 pub mod clock;
+pub mod dead_tokens;
+mod digest_payload;
+mod digests;
 pub mod dispatcher;
+pub mod endpoints;
 pub mod hub;
 pub mod outbox;
 mod recovery;
 mod render;
 pub mod sequencer;
+pub mod templates;
 pub mod views;
 pub mod workers;
 
@@ -25,11 +31,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::CacheClient;
 use crate::config::Config;
 use crate::store::Store;
+use analytics_feed::AnalyticsFeed;
 use dispatcher::{DispatchQueue, DispatcherConfig};
 use hub::Hub;
 use sequencer::{Command, Sequencer};
+use templates::EmailTemplates;
 use views::Views;
 use workers::Workers;
 
@@ -60,19 +69,28 @@ pub struct Runtime {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     sinks: Arc<SinkRegistry>,
-    templates: Arc<TemplateStore>,
+    templates: EmailTemplates,
+    /// Shared by every subscription change; taken exclusively by the dead-token keeper, which
+    /// derives its change from the current version (see `dead_tokens`).
+    subscription_writes: Arc<tokio::sync::RwLock<()>>,
+    dispatch: Arc<DispatchQueue>,
     shutdown: CancellationToken,
     sequencer: Option<JoinHandle<Result<(), RuntimeError>>>,
     dispatcher: Option<JoinHandle<()>>,
+    dead_tokens: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
     /// Starts workers, replays what the last run left unfinished, then starts taking requests.
-    pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Runtime, RuntimeError> {
-        let hub = Arc::new(Hub::new(4096));
+    /// `cache` is the API's read cache: changes the runtime makes on its own (a dead push token
+    /// marked on a subscription) invalidate what they change in it.
+    pub async fn start(config: &Config, store: Arc<dyn Store>, cache: CacheClient) -> Result<Runtime, RuntimeError> {
+        let hub = Arc::new(Hub::new(config.stream.clone()));
         let default_locale = config.email.as_ref().map_or("en", |email| email.default_locale.as_str());
-        let templates = Arc::new(TemplateStore::new(default_locale));
-        let sinks = Arc::new(build_sinks(config, store.clone(), hub.clone(), templates.clone())?);
+        let templates = EmailTemplates::load(Arc::new(TemplateStore::new(default_locale)), store.clone())
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("cannot load the email templates: {e}")))?;
+        let sinks = Arc::new(build_sinks(config, store.clone(), templates.live().clone())?);
         let dataflow_config = DataflowConfig {
             retry: config.retry.policy(),
             stats_window: config.stats_window.as_micros() as u64,
@@ -83,8 +101,11 @@ impl Runtime {
             .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         let (command_tx, command_rx) = mpsc::channel(config.ingest.queue_capacity);
         let (finished_tx, finished_rx) = mpsc::channel(config.delivery.max_in_flight);
-        let dispatch = Arc::new(DispatchQueue::default());
-        let views = Arc::new(Views::default());
+        let dispatch = Arc::new(DispatchQueue::new(
+            endpoints::EndpointResolver::new(config),
+            config.delivery.endpoints.clone(),
+        ));
+        let views = Arc::new(Views::new(open_analytics(config).await));
         let outbox_written = Arc::new(tokio::sync::Notify::new());
 
         let recovered = recovery::recover(store.as_ref(), &workers, &dispatch)
@@ -99,6 +120,7 @@ impl Runtime {
             events: event_rx,
             dispatch: dispatch.clone(),
             views: views.clone(),
+            hub: hub.clone(),
             max_outstanding: config.delivery.max_outstanding,
             max_batch: config.ingest.max_batch,
             outbox: config.kafka.is_enabled(),
@@ -107,12 +129,21 @@ impl Runtime {
         };
 
         let shutdown = CancellationToken::new();
+        let subscription_writes = Arc::new(tokio::sync::RwLock::new(()));
+        let keeper = dead_tokens::Keeper {
+            store: store.clone(),
+            commands: command_tx.clone(),
+            cache,
+            subscription_writes: subscription_writes.clone(),
+        };
+        let (dead_token_reporter, dead_tokens) = keeper.spawn(shutdown.clone());
         let dispatcher_done = CancellationToken::new();
         let dispatcher = {
             let (sinks, dispatch, shutdown, done) = (sinks.clone(), dispatch.clone(), shutdown.clone(), dispatcher_done.clone());
             let dispatcher_config = DispatcherConfig {
                 max_in_flight: config.delivery.max_in_flight,
                 attempt_timeout: config.delivery.attempt_timeout,
+                dead_tokens: dead_token_reporter,
             };
             tokio::spawn(async move {
                 dispatcher::run(dispatch, sinks, dispatcher_config, finished_tx, shutdown).await;
@@ -129,9 +160,12 @@ impl Runtime {
             store,
             sinks,
             templates,
+            subscription_writes,
+            dispatch,
             shutdown,
             sequencer: Some(sequencer),
             dispatcher: Some(dispatcher),
+            dead_tokens: Some(dead_tokens),
         })
     }
 
@@ -155,12 +189,14 @@ impl Runtime {
 
     /// Applies a subscription version (create, update, pause, cancel) from now on.
     pub async fn change_subscription(&self, subscription: ReportSubscription) -> Result<(), RuntimeError> {
+        let _shared = self.subscription_writes.read().await;
         self.call(|reply| Command::Subscription { subscription, publish: true, reply }).await?
     }
 
     /// Applies a subscription version that arrived from the bus (another instance's change): the
     /// same as [`Runtime::change_subscription`] but not published again.
     pub async fn apply_subscription_from_bus(&self, subscription: ReportSubscription) -> Result<(), RuntimeError> {
+        let _shared = self.subscription_writes.read().await;
         self.call(|reply| Command::Subscription { subscription, publish: false, reply }).await?
     }
 
@@ -201,10 +237,16 @@ impl Runtime {
         self.sinks.channels()
     }
 
-    /// The email templates the EMAIL sink renders with (shared with the templates API). Held even
-    /// when EMAIL is disabled, so templates can be prepared before a relay is configured.
-    pub fn templates(&self) -> &Arc<TemplateStore> {
+    /// The email templates: the set the EMAIL sink renders with, and the database behind it (the
+    /// templates API changes them through this). Held even when EMAIL is disabled, so templates can
+    /// be prepared before a relay is configured.
+    pub fn templates(&self) -> &EmailTemplates {
         &self.templates
+    }
+
+    /// The deliveries waiting to be attempted, by endpoint, with each endpoint's limits and breaker.
+    pub fn endpoints(&self) -> &Arc<DispatchQueue> {
+        &self.dispatch
     }
 
     /// Whether the core loop is still running.
@@ -216,12 +258,49 @@ impl Runtime {
     /// Deliveries still queued stay pending in the store and resume on the next start.
     pub async fn shutdown(mut self) -> Result<(), RuntimeError> {
         self.shutdown.cancel();
+        self.hub.close();
         if let Some(dispatcher) = self.dispatcher.take() {
             let _ = dispatcher.await;
         }
-        match self.sequencer.take() {
+        if let Some(dead_tokens) = self.dead_tokens.take() {
+            let _ = dead_tokens.await;
+        }
+        let stopped = match self.sequencer.take() {
             Some(sequencer) => sequencer.await.map_err(|e| RuntimeError::Unavailable(e.to_string()))?,
             None => Ok(()),
+        };
+        // Every outcome is durable and shipped by now: write the rest and close the file.
+        if let Some(feed) = self.views.analytics().cloned() {
+            let _ = tokio::task::spawn_blocking(move || feed.close()).await;
+        }
+        stopped
+    }
+
+    /// The analytics store, when it is on and open.
+    pub fn analytics(&self) -> Option<&Arc<AnalyticsFeed>> {
+        self.views.analytics()
+    }
+}
+
+/// Opens the analytics store under the data directory when `analytics.enabled`. A store that cannot
+/// be opened (another process holds it, a disk problem) is logged and left out: deliveries never
+/// depend on analytics, and the analytics endpoints then answer 503. The short wait covers a runtime
+/// in this process still closing the same file (a stopped one has released it already).
+async fn open_analytics(config: &Config) -> Option<Arc<AnalyticsFeed>> {
+    if !config.analytics.enabled {
+        return None;
+    }
+    let options = config.analytics.store_options(&config.data_dir);
+    let opened = tokio::task::spawn_blocking(move || analytics::AnalyticsStore::open(options, Duration::from_secs(2))).await;
+    match opened {
+        Ok(Ok(store)) => Some(Arc::new(AnalyticsFeed::new(Arc::new(store), config.stats_window.as_micros() as u64))),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "analytics store unavailable; serving without analytics");
+            None
+        }
+        Err(error) => {
+            tracing::error!(%error, "opening the analytics store failed; serving without analytics");
+            None
         }
     }
 }
@@ -233,22 +312,24 @@ impl Runtime {
 fn build_sinks(
     config: &Config,
     store: Arc<dyn Store>,
-    hub: Arc<Hub>,
     templates: Arc<TemplateStore>,
 ) -> Result<SinkRegistry, RuntimeError> {
     let setup = |e: &dyn std::fmt::Display| RuntimeError::Unavailable(e.to_string());
     let webhook_config = sinks::webhook::WebhookConfig {
         pool_max_idle_per_host: config.delivery.webhook_pool_per_host,
         connect_timeout: config.delivery.attempt_timeout,
+        allow_private_destinations: config.allow_private_webhooks,
         ..Default::default()
     };
     let webhook = sinks::webhook::WebhookSink::new(webhook_config).map_err(|e| setup(&e))?;
-    let board = Arc::new(board::StoreBoard { store, hub });
+    let board = Arc::new(board::StoreBoard { store });
     let mut registry = SinkRegistry::default();
     registry.register(Arc::new(webhook));
     registry.register(Arc::new(sinks::dashboard::DashboardSink::new(board)));
     registry.register(Arc::new(sinks::SftpSink::new(config.sftp.clone()).map_err(|e| setup(&e))?));
-    registry.register(Arc::new(sinks::ChatSink::new(config.chat.clone()).map_err(|e| setup(&e))?));
+    // One switch for every destination a subscriber names (admission checks it too).
+    let chat = sinks::ChatConfig { allow_private_destinations: config.chat.allow_private_destinations || config.allow_private_webhooks, ..config.chat.clone() };
+    registry.register(Arc::new(sinks::ChatSink::new(chat).map_err(|e| setup(&e))?));
     registry.register(Arc::new(sinks::PushSink::new(config.push.clone()).map_err(|e| setup(&e))?));
     if let Some(email) = &config.email {
         let sink = sinks::EmailSink::with_templates(email.clone(), templates).map_err(|e| setup(&e))?;

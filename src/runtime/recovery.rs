@@ -1,6 +1,8 @@
 //! Restart: feed the dataflow what the last run left unfinished, at the times it happened, so
 //! un-expanded reports meet the subscriptions that were active when they were accepted, and pending
 //! deliveries resume. The same delivery ids come out as before: receivers see at most a repeat.
+//! Members of digests that had not gone out are fed back at their reports' times, so each digest
+//! comes due again at its own tick (at once if the tick passed while the service was down).
 
 use dataflows::Time;
 
@@ -22,6 +24,7 @@ enum Step {
     End,
     Begin,
     Report,
+    Member,
 }
 
 pub(super) async fn recover(store: &dyn Store, workers: &Workers, _dispatch: &DispatchQueue) -> Result<Recovered, StoreError> {
@@ -37,6 +40,9 @@ pub(super) async fn recover(store: &dyn Store, workers: &Workers, _dispatch: &Di
     }
     for (index, report) in recovery.unexpanded_reports.iter().enumerate() {
         steps.push((report.accepted_at, Step::Report, index));
+    }
+    for (index, member) in recovery.pending_digest_members.iter().enumerate() {
+        steps.push((member.accepted_at, Step::Member, index));
     }
     steps.sort();
 
@@ -59,6 +65,10 @@ pub(super) async fn recover(store: &dyn Store, workers: &Workers, _dispatch: &Di
                 state.expansions.insert(event_id.clone(), Vec::new());
                 workers.send(workers.route(&event_id), WorkerCommand::Report(report.event.clone()));
             }
+            Step::Member => {
+                let member = &recovery.pending_digest_members[index];
+                workers.send(workers.route(&member.digest_id), WorkerCommand::ResumeMember(member.clone()));
+            }
         }
     }
 
@@ -71,10 +81,11 @@ pub(super) async fn recover(store: &dyn Store, workers: &Workers, _dispatch: &Di
         workers.send(worker, WorkerCommand::Resume(task, due.max(now)));
     }
     workers.advance_all(now + 1);
-    if !recovery.unexpanded_reports.is_empty() || state.outstanding > 0 {
+    if !recovery.unexpanded_reports.is_empty() || state.outstanding > 0 || !recovery.pending_digest_members.is_empty() {
         tracing::info!(
             reports = recovery.unexpanded_reports.len(),
             deliveries = state.outstanding,
+            digest_members = recovery.pending_digest_members.len(),
             "resuming work left unfinished by the previous run"
         );
     }

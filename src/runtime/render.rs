@@ -6,14 +6,14 @@
 //! from before that validation existed: an `Err`, which the dispatcher turns into a permanent
 //! failure. Errors never quote a secret.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dataflows::delivery::{DeliveryChannel, DeliveryTask};
 use dataflows::report::ReportDistribution;
 use dataflows::subscription::{ChatKind, MobilePushSettings, PushProvider, SftpSettings};
 use serde::Serialize;
-use sinks::{DeliveryRequest, Destination, PushTarget, SftpAuth};
+use sinks::{DeliveryRequest, Destination, PushTarget, SftpAuth, SftpFile};
 
 /// The body every channel sends: the Standard Webhooks `{type, timestamp, data}` envelope.
 #[derive(Serialize)]
@@ -36,6 +36,9 @@ struct EnvelopeData<'a> {
 
 /// Renders a task into its channel's request. An `Err` is a permanent failure (bad destination).
 pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest, String> {
+    if let Some(digest) = &task.digest {
+        return super::digest_payload::render(task, digest, timeout);
+    }
     let envelope = Envelope {
         kind: "report.distributed",
         timestamp: chrono::Utc::now(),
@@ -59,7 +62,8 @@ pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest,
     })
 }
 
-fn destination(task: &DeliveryTask) -> Result<Destination, String> {
+/// The task's destination alone (no payload): also what its endpoint is derived from.
+pub(super) fn destination(task: &DeliveryTask) -> Result<Destination, String> {
     let settings = &task.settings;
     let missing = |key: &str| format!("subscription has no {key} settings");
     Ok(match task.channel {
@@ -98,7 +102,7 @@ fn destination(task: &DeliveryTask) -> Result<Destination, String> {
 
 /// The report's file as a local path, when it has one. A web URL is no file to read: channels that
 /// attach or upload the file skip it (chat and push link to it instead).
-fn local_file(report: &ReportDistribution) -> Option<PathBuf> {
+pub(super) fn local_file(report: &ReportDistribution) -> Option<PathBuf> {
     let path = report.report_data.file_path.trim();
     let lower = path.to_ascii_lowercase();
     if path.is_empty() || lower.starts_with("http://") || lower.starts_with("https://") {
@@ -113,12 +117,14 @@ fn sftp(sftp: &SftpSettings, task: &DeliveryTask) -> Result<Destination, String>
         (None, Some(pem)) => SftpAuth::PrivateKey { pem: pem.clone(), passphrase: sftp.passphrase.clone() },
         _ => return Err("the sftp settings need exactly one of password and private_key".to_string()),
     };
-    let file = local_file(&task.report);
-    let file_name = file
-        .as_deref()
-        .and_then(Path::file_name)
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| format!("{}.json", task.report.report_data.report_id));
+    // The report's file under its own name, or only the manifest when the report has no local file.
+    let files = local_file(&task.report)
+        .and_then(|path| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            Some(SftpFile { path, name })
+        })
+        .into_iter()
+        .collect();
     Ok(Destination::Sftp {
         host: sftp.host.clone(),
         port: sftp.port,
@@ -126,12 +132,24 @@ fn sftp(sftp: &SftpSettings, task: &DeliveryTask) -> Result<Destination, String>
         auth,
         host_key: sftp.host_key.clone(),
         directory: sftp.directory.clone(),
-        file,
-        file_name,
+        files,
+        manifest_name: None,
     })
 }
 
 fn push_target(push: &MobilePushSettings) -> Result<PushTarget, String> {
+    // A token the provider declared gone (see `runtime::dead_tokens`) is not tried again: the answer
+    // is known, and providers throttle senders that keep using dead tokens.
+    if push.target_is_dead() {
+        let what = match push.provider {
+            PushProvider::Ntfy => "topic_url",
+            PushProvider::Fcm | PushProvider::Apns => "device_token",
+        };
+        return Err(format!(
+            "no live device: the subscription's mobile_push.{what} was reported dead by the push provider on an \
+             earlier delivery and is skipped; update the subscription with a current {what}"
+        ));
+    }
     let needed = |value: &Option<String>, key: &str| {
         value.clone().ok_or_else(|| format!("the mobile_push settings have no {key}"))
     };
@@ -170,6 +188,7 @@ mod tests {
             },
             accepted_at: 0,
             attempt: 1,
+            digest: None,
         }
     }
 
@@ -209,12 +228,14 @@ mod tests {
         let settings = NotificationSettings { sftp: Some(Box::new(sftp_settings())), ..Default::default() };
         let request =
             render(&task(DeliveryChannel::Sftp, settings.clone(), "/data/q2.pdf"), Duration::from_secs(1)).unwrap();
-        let Destination::Sftp { port, file, file_name, auth, .. } = request.destination else { panic!() };
-        assert_eq!((port, file, file_name.as_str()), (2222, Some(PathBuf::from("/data/q2.pdf")), "q2.pdf"));
+        let Destination::Sftp { port, files, manifest_name, auth, .. } = request.destination else { panic!() };
+        assert_eq!(port, 2222);
+        assert_eq!(files, vec![SftpFile { path: PathBuf::from("/data/q2.pdf"), name: "q2.pdf".into() }]);
+        assert_eq!(manifest_name, None, "the sink's own rule: q2.pdf.manifest.json");
         assert_eq!(auth, SftpAuth::Password("pw".into()));
         let request = render(&task(DeliveryChannel::Sftp, settings, ""), Duration::from_secs(1)).unwrap();
-        let Destination::Sftp { file, file_name, .. } = request.destination else { panic!() };
-        assert_eq!((file, file_name.as_str()), (None, "r1.json"));
+        let Destination::Sftp { files, .. } = request.destination else { panic!() };
+        assert!(files.is_empty(), "no local file: the manifest alone");
     }
 
     #[test]
@@ -225,14 +246,23 @@ mod tests {
                 provider: PushProvider::Ntfy,
                 device_token: None,
                 topic_url: Some("https://n/t".into()),
+                dead_tokens: vec!["https://n/old".into()],
             }),
             ..Default::default()
         };
         let request =
             render(&task(DeliveryChannel::SlackIntegration, settings.clone(), ""), Duration::from_secs(1)).unwrap();
         assert!(matches!(request.destination, Destination::Chat { kind: sinks::ChatKind::Teams, .. }));
-        let request = render(&task(DeliveryChannel::MobilePush, settings, ""), Duration::from_secs(1)).unwrap();
+        let request =
+            render(&task(DeliveryChannel::MobilePush, settings.clone(), ""), Duration::from_secs(1)).unwrap();
         assert!(matches!(request.destination, Destination::Push { target: PushTarget::Ntfy { .. } }));
+        let mut dead = settings;
+        if let Some(push) = dead.mobile_push.as_mut() {
+            push.dead_tokens.push("https://n/t".into());
+        }
+        let error = render(&task(DeliveryChannel::MobilePush, dead, ""), Duration::from_secs(1)).unwrap_err();
+        assert!(error.starts_with("no live device: ") && error.contains("mobile_push.topic_url"), "{error}");
+        assert!(!error.contains("https://n/t"), "the reason never quotes the token: {error}");
         let error = render(&task(DeliveryChannel::Sftp, NotificationSettings::default(), ""), Duration::from_secs(1))
             .unwrap_err();
         assert_eq!(error, "subscription has no sftp settings");

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::SequencerClock;
 use super::dispatcher::{DispatchQueue, FinishedAttempt};
+use super::hub::Hub;
 use super::outbox;
 use super::views::Views;
 use super::workers::{WorkerCommand, WorkerEvent, Workers};
@@ -54,6 +55,8 @@ pub struct Sequencer {
     pub(super) events: mpsc::UnboundedReceiver<WorkerEvent>,
     pub(super) dispatch: Arc<DispatchQueue>,
     pub(super) views: Arc<Views>,
+    /// Told what each commit made durable, for the update streams.
+    pub(super) hub: Arc<Hub>,
     pub(super) max_outstanding: usize,
     pub(super) max_batch: usize,
     /// Write events for Kafka to the outbox (only when a relay publishes them).
@@ -84,6 +87,8 @@ pub(super) struct LoopState {
     pub carry: WriteBatch,
     pub carry_dispatch: Vec<DeliveryTask>,
     pub carry_outcomes: Vec<DeliveryOutcome>,
+    /// Digest members and due digests of SCHEDULED subscriptions (see `digests.rs`).
+    pub digests: super::digests::Digests,
 }
 
 /// Replies owed to API callers once the turn's batch is durable.
@@ -156,6 +161,10 @@ impl Sequencer {
             for (task, result, elapsed) in self.state.early_finished.remove(&event_id).unwrap_or_default() {
                 self.record_finished(task, result, elapsed, time, &mut batch, &mut outcomes);
             }
+        }
+        for digest in self.state.digests.release(&self.state.frontiers) {
+            self.state.outstanding += 1;
+            dispatch.push(digest);
         }
         if admitting {
             while commands.len() < self.max_batch {
@@ -235,6 +244,7 @@ impl Sequencer {
             }
         };
         self.views.record_commit(&batch);
+        self.hub.publish_commit(&batch, &outcomes);
         if !batch.outbox.is_empty() {
             self.outbox_written.notify_one();
         }
@@ -297,8 +307,11 @@ impl Sequencer {
         }
         for expanded in &batch.expanded {
             let mut delivery_ids: Vec<String> = expanded.deliveries.iter().map(|task| task.delivery_id.clone()).collect();
+            // A SCHEDULED subscription's share is the digest the report joined.
+            delivery_ids.extend(expanded.digest_members.iter().map(|member| member.digest_id.clone()));
             // Sorted, as the store answers a re-sent event, so both answers compare equal.
             delivery_ids.sort();
+            delivery_ids.dedup();
             for reply in self.state.acks.remove(&expanded.event_id).unwrap_or_default() {
                 let ack = ReportAck { event_id: expanded.event_id.clone(), delivery_ids: delivery_ids.clone(), duplicate: false };
                 let _ = reply.send(Ok(ack));
@@ -383,6 +396,17 @@ impl Sequencer {
                 }
                 batch.dead_letters.push(DeadLetterRecord { task, reason, at: time });
             }
+            WorkerEvent::Output(_, Output::DigestMember(member)) => {
+                if self.state.expansions.contains_key(&member.report.event_id) {
+                    self.state.digests.collect(member);
+                } else {
+                    // Members come from reports being expanded; should one outlive that, it is
+                    // recorded on its own rather than lost.
+                    let event_id = member.report.event_id.clone();
+                    batch.expanded.push(ExpandedReport { event_id, deliveries: Vec::new(), digest_members: vec![member] });
+                }
+            }
+            WorkerEvent::Output(_, Output::DigestDue(digest)) => self.state.digests.hold(digest),
             WorkerEvent::Output(_, Output::Stats(key, row)) => {
                 self.views.update_stats(key, row);
                 batch.stats.push((key, row));
@@ -411,7 +435,8 @@ impl Sequencer {
             for event_id in entry.remove() {
                 self.state.awaiting_events.remove(&event_id);
                 let deliveries = self.state.expansions.remove(&event_id).unwrap_or_default();
-                batch.expanded.push(ExpandedReport { event_id: event_id.clone(), deliveries });
+                let digest_members = self.state.digests.members_of(&event_id);
+                batch.expanded.push(ExpandedReport { event_id: event_id.clone(), deliveries, digest_members });
                 completed.push(event_id);
             }
         }

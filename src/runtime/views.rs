@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dataflows::delivery::{AttemptResult, DeliveryTask};
 use dataflows::stats::{StatsKey, StatsRow};
 use dataflows::Time;
 
+use super::analytics_feed::AnalyticsFeed;
 use crate::store::WriteBatch;
 
 #[derive(Default)]
@@ -17,9 +18,19 @@ pub struct Views {
     stats: RwLock<BTreeMap<StatsKey, StatsRow>>,
     outstanding: AtomicUsize,
     queued: AtomicUsize,
+    /// Where durable outcomes go for analysis (absent when analytics is off or failed to open).
+    analytics: Option<Arc<AnalyticsFeed>>,
 }
 
 impl Views {
+    pub fn new(analytics: Option<Arc<AnalyticsFeed>>) -> Self {
+        Views { analytics, ..Views::default() }
+    }
+
+    pub fn analytics(&self) -> Option<&Arc<AnalyticsFeed>> {
+        self.analytics.as_ref()
+    }
+
     /// The stats windows currently in the dataflow's view (within its retention), oldest first.
     pub fn stats(&self) -> Vec<(StatsKey, StatsRow)> {
         self.stats.read().map(|s| s.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
@@ -55,6 +66,9 @@ impl Views {
         metrics::counter!("repdist_retries_scheduled_total").increment(batch.retries.len() as u64);
         let deliveries: usize = batch.expanded.iter().map(|e| e.deliveries.len()).sum();
         metrics::counter!("repdist_deliveries_created_total").increment(deliveries as u64);
+        if let Some(analytics) = &self.analytics {
+            analytics.committed(batch);
+        }
     }
 
     pub(super) fn record_attempt(&self, task: &DeliveryTask, result: &AttemptResult, elapsed: Duration, now: Time) {
@@ -69,6 +83,9 @@ impl Views {
         if matches!(result, AttemptResult::Delivered) {
             let latency = now.saturating_sub(task.accepted_at) as f64 / 1e6;
             metrics::histogram!("repdist_delivery_latency_seconds", "channel" => channel).record(latency);
+        }
+        if let Some(analytics) = &self.analytics {
+            analytics.stage_attempt(task, result, elapsed, now);
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use dataflows::dataflow::{Dataflow, DataflowConfig};
 use dataflows::delivery::{DeliveryOutcome, DeliveryTask};
+use dataflows::digest::DigestMember;
 use dataflows::output::Output;
 use dataflows::report::ReportDistribution;
 use dataflows::subscription::ReportSubscription;
@@ -25,6 +26,8 @@ pub enum WorkerCommand {
     RemoveSubscription(String),
     Outcome(DeliveryOutcome),
     Resume(DeliveryTask, Time),
+    /// A digest member from the store, after a restart (see `Dataflow::resume_member`).
+    ResumeMember(DigestMember),
     Shutdown,
 }
 
@@ -155,6 +158,7 @@ fn run_worker(
                 Ok(WorkerCommand::RemoveSubscription(id)) => dataflow.remove_subscription(&id),
                 Ok(WorkerCommand::Outcome(outcome)) => dataflow.insert_outcome(outcome),
                 Ok(WorkerCommand::Resume(task, due)) => dataflow.resume(task, due),
+                Ok(WorkerCommand::ResumeMember(member)) => dataflow.resume_member(member),
                 Ok(WorkerCommand::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => return,
                 Err(mpsc::TryRecvError::Empty) => break,
             }

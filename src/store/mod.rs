@@ -3,12 +3,14 @@
 //!
 //! The runtime's core loop is the only writer of delivery state: each turn it hands one
 //! [`WriteBatch`] to [`Store::apply`], which commits it in one transaction (group commit). Reads may
-//! come from anywhere. Delivery channel configs and notifications are written directly.
+//! come from anywhere. Delivery channel configs, email templates and notifications are written
+//! directly.
 
 pub mod channels;
 mod codec;
 pub mod postgres;
 pub mod sqlite;
+mod templates;
 mod versions;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dataflows::delivery::{DeliveryChannel, DeliveryState, DeliveryTask};
+use dataflows::digest::DigestMember;
 use dataflows::report::ReportDistribution;
 use dataflows::stats::{StatsKey, StatsRow};
 use dataflows::subscription::ReportSubscription;
@@ -23,6 +26,7 @@ use dataflows::Time;
 use serde::Serialize;
 
 pub use channels::{NewChannel, StoredChannel};
+pub use templates::EmailTemplateRecord;
 
 use crate::config::Config;
 
@@ -92,6 +96,8 @@ pub struct SubscriptionChange {
 pub struct ExpandedReport {
     pub event_id: String,
     pub deliveries: Vec<DeliveryTask>,
+    /// The digests (of SCHEDULED subscriptions) the report joined instead of being delivered alone.
+    pub digest_members: Vec<DigestMember>,
 }
 
 /// The end of one attempt (success or failure), as reported by a sink.
@@ -300,6 +306,9 @@ pub struct RecoveryState {
     pub unexpanded_reports: Vec<NewReport>,
     /// Deliveries not yet delivered nor dead-lettered, with the time their next attempt is due.
     pub pending_deliveries: Vec<(DeliveryTask, Time)>,
+    /// Members of digests that have not gone out yet (their first attempt never started, or never
+    /// ended), in acceptance order. A digest with a retry scheduled is in `pending_deliveries` instead.
+    pub pending_digest_members: Vec<DigestMember>,
     /// The highest dataflow time any stored record carries; the sequencer restarts after it.
     pub last_time: Time,
 }
@@ -345,6 +354,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_channel(&self, channel: &NewChannel) -> Result<Option<StoredChannel>, StoreError>;
     /// Enables or disables a channel; `None` when there is no such channel.
     async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError>;
+
+    /// Every stored email template, by report type then locale.
+    async fn email_templates(&self) -> Result<Vec<EmailTemplateRecord>, StoreError>;
+    /// Stores a template, replacing the one under the same report type and locale.
+    async fn put_email_template(&self, template: &EmailTemplateRecord) -> Result<(), StoreError>;
+    /// Removes a template; `false` when there was none.
+    async fn delete_email_template(&self, report_type: &str, locale: &str) -> Result<bool, StoreError>;
 
     /// The oldest `limit` outbox rows not yet published, in commit order.
     async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;

@@ -12,7 +12,8 @@ use crate::helpers::{dashboard_subscription, report, TestServer};
 
 /// The venv with grpcio; `REPDIST_PYENV` overrides it.
 fn python() -> String {
-    let venv = std::env::var("REPDIST_PYENV").unwrap_or_else(|_| "/root/.cache/repdist-tools/pyenv".to_string());
+    let venv = std::env::var("REPDIST_PYENV")
+        .unwrap_or_else(|_| format!("{}/.cache/repdist-tools/pyenv", std::env::var("HOME").unwrap_or_default()));
     format!("{venv}/bin/python")
 }
 

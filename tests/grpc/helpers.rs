@@ -20,6 +20,10 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -31,6 +35,7 @@ impl TestServer {
             ..Config::default()
         };
         config.storage.fsync = false;
+        adjust(&mut config);
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr());
         TestServer { server, base, http: reqwest::Client::new(), _data_dir: data_dir }

@@ -35,17 +35,27 @@ async fn a_subscription_made_over_grpc_streams_reports_published_over_rest() {
     assert!(ids.contains(&mine), "{ids:?}");
 
     let message = tokio::time::timeout(WAIT, stream.message()).await.expect("a report arrives in time").unwrap().unwrap();
-    assert_eq!(message.delivery_id, mine);
+    assert_eq!(message.kind, proto::UpdateKind::Report as i32);
+    assert_eq!(message.deliveries.len(), 1, "{message:?}");
+    assert_eq!(message.deliveries[0].delivery_id, mine);
+    assert_eq!(message.deliveries[0].channel, proto::DeliveryChannel::DashboardNotification as i32);
     assert_eq!(message.subscription_id, "dash-1");
     assert_eq!(message.subscriber_id, "pm_001");
     assert_eq!(message.report_type, proto::ReportDataType::PerformanceReport as i32);
     assert_eq!(message.report_id, "rep-1");
     assert_eq!(message.event_id, "evt-1");
-    assert!(message.sequence >= 1);
+    assert!(message.sequence >= message.epoch && message.epoch > 0);
     let report: serde_json::Value = serde_json::from_str(&message.report_json).unwrap();
     assert_eq!(report["report_data"]["portfolio_id"], "portfolio_001");
-    let other = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
-    assert!(other.is_err(), "dash-2's report must not reach dash-1's stream: {other:?}");
+    // Next comes dash-1's delivery becoming DELIVERED; dash-2's updates never reach this stream.
+    let delivered = tokio::time::timeout(WAIT, stream.message()).await.expect("in time").unwrap().unwrap();
+    assert_eq!(delivered.kind, proto::UpdateKind::Delivery as i32);
+    assert_eq!(delivered.delivery_id, mine);
+    assert_eq!(delivered.subscription_id, "dash-1");
+    let change = delivered.delivery.expect("the delivery change");
+    assert_eq!(change.status, "DELIVERED");
+    assert_eq!(change.attempt, 1);
+    assert!(delivered.sequence > message.sequence);
 
     // The status of a delivery id taken from the REST acknowledgement.
     let status = server.wait_for_state(&mine, "DELIVERED").await;
@@ -66,33 +76,31 @@ async fn a_subscription_made_over_grpc_streams_reports_published_over_rest() {
 }
 
 #[tokio::test]
-async fn streams_select_by_report_type_and_refuse_resume_and_empty_selections() {
+async fn streams_select_by_report_type_and_refuse_empty_selections() {
     let server = TestServer::start().await;
     server.create(dashboard_subscription("dash-1", "pm_001")).await;
+    let mut risk = dashboard_subscription("risk-1", "pm_002");
+    risk["report_types"] = serde_json::json!(["RISK_REPORT"]);
+    server.create(risk).await;
     let mut client = server.reporting().await;
 
-    let request = proto::StreamRequest {
-        subscription_id: String::new(),
-        report_types: vec![proto::ReportDataType::PerformanceReport as i32],
-        after_sequence: None,
-    };
-    let mut by_type = client.stream_reports(request).await.unwrap().into_inner();
-    let request = proto::StreamRequest {
-        subscription_id: String::new(),
-        report_types: vec![proto::ReportDataType::RiskReport as i32],
-        after_sequence: None,
-    };
-    let mut other_type = client.stream_reports(request).await.unwrap().into_inner();
+    let by_type = |t: proto::ReportDataType| proto::StreamRequest { subscription_id: String::new(), report_types: vec![t as i32], after_sequence: None };
+    let mut performance = client.stream_reports(by_type(proto::ReportDataType::PerformanceReport)).await.unwrap().into_inner();
+    let mut risk = client.stream_reports(by_type(proto::ReportDataType::RiskReport)).await.unwrap().into_inner();
     server.deliver(report("evt-1", "rep-1")).await;
-    let message = tokio::time::timeout(WAIT, by_type.message()).await.expect("a report arrives in time").unwrap().unwrap();
+    let message = tokio::time::timeout(WAIT, performance.message()).await.expect("a report arrives in time").unwrap().unwrap();
     assert_eq!(message.report_id, "rep-1");
-    let none = tokio::time::timeout(Duration::from_millis(300), other_type.message()).await;
-    assert!(none.is_err(), "a RISK_REPORT stream must not see a PERFORMANCE_REPORT: {none:?}");
-
-    let resume = proto::StreamRequest { subscription_id: "dash-1".into(), report_types: vec![], after_sequence: Some(3) };
-    let error = client.stream_reports(resume).await.unwrap_err();
-    assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
-    assert!(error.message().contains("replay buffer"), "{error:?}");
+    let delivered = tokio::time::timeout(WAIT, performance.message()).await.expect("in time").unwrap().unwrap();
+    assert_eq!(delivered.kind, proto::UpdateKind::Delivery as i32);
+    // The performance report is announced in full before the risk report is accepted: a RISK
+    // stream that let it through would show it first.
+    let mut risk_report = report("evt-2", "rep-2");
+    risk_report["data_type"] = serde_json::json!("RISK_REPORT");
+    server.deliver(risk_report).await;
+    let message = tokio::time::timeout(WAIT, risk.message()).await.expect("a report arrives in time").unwrap().unwrap();
+    assert_eq!(message.report_id, "rep-2", "{message:?}");
+    assert_eq!(message.subscription_id, "risk-1");
+    assert_eq!(message.report_type, proto::ReportDataType::RiskReport as i32);
 
     let empty = proto::StreamRequest::default();
     let error = client.stream_reports(empty).await.unwrap_err();
@@ -101,6 +109,77 @@ async fn streams_select_by_report_type_and_refuse_resume_and_empty_selections() 
 
     let unknown = proto::StreamRequest { subscription_id: "nope".into(), ..Default::default() };
     assert_eq!(client.stream_reports(unknown).await.unwrap_err().code(), Code::NotFound);
+    let ahead = proto::StreamRequest { subscription_id: "dash-1".into(), after_sequence: Some(u64::MAX), ..Default::default() };
+    assert_eq!(client.stream_reports(ahead).await.unwrap_err().code(), Code::OutOfRange);
+}
+
+/// Reads until the DELIVERED update of `report_id`; returns everything read.
+async fn read_until_delivered(stream: &mut tonic::Streaming<proto::ReportMessage>, report_id: &str) -> Vec<proto::ReportMessage> {
+    let mut seen = Vec::new();
+    loop {
+        let message = tokio::time::timeout(WAIT, stream.message()).await.expect("in time").expect("no error").expect("open");
+        let done = message.report_id == report_id && message.delivery.as_ref().is_some_and(|d| d.status == "DELIVERED");
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_resumes_after_a_sequence_without_a_gap() {
+    let server = TestServer::start().await;
+    server.create(dashboard_subscription("dash-1", "pm_001")).await;
+    let mut client = server.reporting().await;
+    let request = |after: Option<u64>| proto::StreamRequest { subscription_id: "dash-1".into(), report_types: vec![], after_sequence: after };
+    let mut stream = client.stream_reports(request(None)).await.unwrap().into_inner();
+    server.deliver(report("evt-1", "rep-1")).await;
+    let first = read_until_delivered(&mut stream, "rep-1").await;
+    let last = first.last().unwrap().sequence;
+    drop(stream);
+
+    // Each report delivered before the next is published, so their updates come in this order.
+    for (event, rep) in [("evt-2", "rep-2"), ("evt-3", "rep-3")] {
+        let ids = server.deliver(report(event, rep)).await;
+        server.wait_for_state(&ids[0], "DELIVERED").await;
+    }
+    let mut stream = client.stream_reports(request(Some(last))).await.unwrap().into_inner();
+    let mut resumed = read_until_delivered(&mut stream, "rep-2").await;
+    resumed.extend(read_until_delivered(&mut stream, "rep-3").await);
+    let kinds: Vec<(String, i32)> = resumed.iter().map(|m| (m.report_id.clone(), m.kind)).collect();
+    let (report_kind, delivery_kind) = (proto::UpdateKind::Report as i32, proto::UpdateKind::Delivery as i32);
+    assert_eq!(
+        kinds,
+        vec![("rep-2".into(), report_kind), ("rep-2".into(), delivery_kind), ("rep-3".into(), report_kind), ("rep-3".into(), delivery_kind)]
+    );
+    assert!(resumed[0].sequence > last);
+    assert!(resumed.windows(2).all(|w| w[0].sequence < w[1].sequence));
+}
+
+#[tokio::test]
+async fn resuming_past_the_replay_buffer_starts_with_a_gap() {
+    let server = TestServer::start_with(|config| config.stream.replay_buffer = 2).await;
+    server.create(dashboard_subscription("dash-1", "pm_001")).await;
+    let mut client = server.reporting().await;
+    let request = |after: Option<u64>| proto::StreamRequest { subscription_id: "dash-1".into(), report_types: vec![], after_sequence: after };
+    let mut live = client.stream_reports(request(None)).await.unwrap().into_inner();
+    server.deliver(report("evt-1", "rep-1")).await;
+    let last = read_until_delivered(&mut live, "rep-1").await.last().unwrap().sequence;
+    for i in 2..=3 {
+        server.deliver(report(&format!("evt-{i}"), &format!("rep-{i}"))).await;
+        read_until_delivered(&mut live, &format!("rep-{i}")).await;
+    }
+
+    let mut resumed = client.stream_reports(request(Some(last))).await.unwrap().into_inner();
+    let gap = tokio::time::timeout(WAIT, resumed.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(gap.kind, proto::UpdateKind::Gap as i32, "{gap:?}");
+    let range = gap.gap.expect("the missed range");
+    assert_eq!(range.from_sequence, last + 1);
+    assert!(range.to_sequence > last);
+    // Then what the buffer still holds: rep-3's two updates.
+    let rest = read_until_delivered(&mut resumed, "rep-3").await;
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert_eq!(rest[0].sequence, range.to_sequence + 1);
 }
 
 #[tokio::test]

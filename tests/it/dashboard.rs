@@ -1,4 +1,4 @@
-//! DASHBOARD_NOTIFICATION: stored per subscriber and pushed live over the WebSocket stream.
+//! DASHBOARD_NOTIFICATION: stored per subscriber, and announced live over the WebSocket stream.
 
 use std::time::Duration;
 
@@ -16,6 +16,11 @@ fn dashboard_subscription(id: &str, subscriber: &str) -> serde_json::Value {
     })
 }
 
+async fn next(socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> serde_json::Value {
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("a frame arrives").unwrap().unwrap();
+    serde_json::from_str(frame.to_text().unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn notifications_are_stored_and_streamed_to_the_subscription_only() {
     let server = TestServer::start().await;
@@ -24,21 +29,24 @@ async fn notifications_are_stored_and_streamed_to_the_subscription_only() {
 
     let ws_url = format!("ws://{}/api/v1/reporting/stream?subscription_id=dash-1&report_types=PERFORMANCE_REPORT", server.server.http_addr());
     let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("websocket connects");
+    assert_eq!(next(&mut socket).await["type"], "hello");
 
     let ids = server.deliver(report("evt-1", "rep-1")).await;
     assert_eq!(ids.len(), 2);
     let mine = dataflows::delivery::delivery_id("rep-1", "dash-1", dataflows::delivery::DeliveryChannel::DashboardNotification);
     server.wait_for_state(&mine, "DELIVERED").await;
 
-    let frame = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("a frame arrives").unwrap().unwrap();
-    let message: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-    assert_eq!(message["type"], "notification");
+    // The report, then its delivery once DELIVERED is durable; dash-2's never come here.
+    let message = next(&mut socket).await;
+    assert_eq!(message["type"], "report");
     assert_eq!(message["subscription_id"], "dash-1");
-    assert_eq!(message["delivery_id"], mine);
+    assert_eq!(message["deliveries"][0]["delivery_id"], mine);
     assert_eq!(message["report"]["event_id"], "evt-1");
-    assert!(message["seq"].as_u64().unwrap() >= 1);
-    let other = tokio::time::timeout(Duration::from_millis(300), socket.next()).await;
-    assert!(other.is_err(), "dash-2's notification must not reach dash-1's stream: {other:?}");
+    let delivered = next(&mut socket).await;
+    assert_eq!(delivered["type"], "delivery");
+    assert_eq!(delivered["delivery_id"], mine);
+    assert_eq!(delivered["status"], "DELIVERED");
+    assert!(delivered["seq"].as_u64().unwrap() > message["seq"].as_u64().unwrap());
 
     let listed = eventually(Duration::from_secs(5), || async {
         let (_, list) = server.get("/api/v1/reporting/notifications/pm_001").await;

@@ -35,8 +35,13 @@ async fn subscription_errors_name_the_field() {
         ({ let mut b = good.clone(); b["delivery_preferences"]["channels"] = json!(["EMAIL"]);
            b["delivery_preferences"]["notification_settings"]["email"] = json!({"to": ["a@example.com"]}); b },
             "delivery_preferences.channels[0]"),
+        ({ let mut b = good.clone(); b["subscription_type"] = json!("TRIGGERED"); b }, "subscription_type"),
+        ({ let mut b = good.clone(); b["subscription_type"] = json!("SCHEDULED"); b }, "delivery_preferences.schedule"),
         ({ let mut b = good.clone(); b["subscription_type"] = json!("SCHEDULED");
-           b["delivery_preferences"]["schedule"] = json!("0 8 * * *"); b }, "subscription_type"),
+           b["delivery_preferences"]["schedule"] = json!("every monday at 8"); b }, "delivery_preferences.schedule"),
+        ({ let mut b = good.clone(); b["subscription_type"] = json!("SCHEDULED");
+           b["delivery_preferences"]["schedule"] = json!("0 0 30 2 *"); b }, "delivery_preferences.schedule"),
+        ({ let mut b = good.clone(); b["delivery_preferences"]["schedule"] = json!("0 8 * * *"); b }, "delivery_preferences.schedule"),
     ];
     for (body, field) in cases {
         let (status, answer) = server.post("/api/v1/reporting/subscribe", &body).await;

@@ -92,7 +92,11 @@ impl TestServer {
 
     /// Waits until the delivery reaches `state` (DELIVERED, DEAD_LETTERED...), or panics after 10 s.
     pub async fn wait_for_state(&self, delivery_id: &str, state: &str) -> Value {
-        eventually(Duration::from_secs(10), || async {
+        self.wait_for_state_within(delivery_id, state, Duration::from_secs(10)).await
+    }
+
+    pub async fn wait_for_state_within(&self, delivery_id: &str, state: &str, limit: Duration) -> Value {
+        eventually(limit, || async {
             let status = self.status_of(delivery_id).await;
             (status["status"] == state).then_some(status)
         })

@@ -5,54 +5,12 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use repdist::bus::kafka::KafkaConfig;
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, report, webhook_subscription, TestServer};
+use crate::kafka_peer::{brokers, kafka_config, produce, producer, unique_prefix};
 use crate::receiver::Receiver;
-
-fn brokers() -> String {
-    let brokers = std::env::var("REPDIST_TEST_KAFKA_BROKERS")
-        .or_else(|_| std::env::var("REPDIST_KAFKA_BROKERS"))
-        .unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let first = brokers.split(',').next().unwrap_or_default().to_string();
-    std::net::TcpStream::connect_timeout(&first.parse().expect("broker address host:port"), Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("no Kafka broker at {first} ({e}); run `eval \"$(scripts/services up)\"` first"));
-    brokers
-}
-
-fn kafka_config(prefix: &str) -> KafkaConfig {
-    KafkaConfig {
-        brokers: Some(brokers()),
-        group_id: format!("{prefix}-group"),
-        reports_topic: format!("{prefix}.reports"),
-        subscriptions_topic: format!("{prefix}.subscriptions"),
-        distributed_topic: format!("{prefix}.distributed"),
-        delivery_status_topic: format!("{prefix}.delivery-status"),
-        dead_letter_topic: format!("{prefix}.reports.dlq"),
-        commit_interval: Duration::from_millis(100),
-        partitions: 2,
-        ..KafkaConfig::default()
-    }
-}
-
-fn unique_prefix(name: &str) -> String {
-    format!("t{}-{name}", rand::random::<u32>())
-}
-
-fn producer() -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers()).set("message.timeout.ms", "10000").create().expect("producer")
-}
-
-async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: Option<&str>) {
-    let mut record = FutureRecord::to(topic).key(key);
-    if let Some(payload) = payload {
-        record = record.payload(payload);
-    }
-    producer.send(record, Duration::from_secs(10)).await.expect("produced");
-}
 
 /// Every record of `topic`, read from the beginning until `count` arrived or 15 s passed.
 async fn read_topic(topic: &str, count: usize) -> Vec<OwnedMessage> {

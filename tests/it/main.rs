@@ -1,15 +1,24 @@
 //! Integration tests: the real server on port 0, real HTTP receivers on loopback.
 
+mod analytics;
 mod channels;
 mod dashboard;
 mod delivery;
+mod digests;
+mod endpoints;
 mod errors;
 mod helpers;
 mod kafka;
+mod kafka_peer;
 mod ops;
+mod process;
+mod push;
 mod receiver;
 mod restart;
 mod smtp;
+mod smtp_tls;
+// The WebSocket update stream.
+mod stream;
 // The SFTP tests' OpenSSH server, shared with the sinks' tests rather than copied.
 #[path = "../../sinks/tests/it/sshd.rs"]
 #[allow(dead_code)]

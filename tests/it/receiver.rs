@@ -18,6 +18,9 @@ pub struct Received {
     pub delivery_id: String,
     pub body: serde_json::Value,
     pub signature_ok: bool,
+    /// What the receiver answered (a 2xx means the delivery was taken); read by tests/faults.
+    #[allow(dead_code)]
+    pub answered: u16,
 }
 
 #[derive(Default)]
@@ -92,7 +95,6 @@ async fn hook(
         .is_some_and(|webhook| webhook.verify(&body, &headers).is_ok());
     let delivery_id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    inner.received.push(Received { endpoint: endpoint.clone(), delivery_id, body, signature_ok });
     let hit = {
         let hits = inner.hits.entry(endpoint.clone()).or_default();
         *hits += 1;
@@ -102,6 +104,7 @@ async fn hook(
         Some(script) if !script.is_empty() => script[hit.min(script.len() - 1)],
         _ => (204, None),
     };
+    inner.received.push(Received { endpoint: endpoint.clone(), delivery_id, body, signature_ok, answered: status });
     let mut response = StatusCode::from_u16(status).unwrap().into_response();
     if let Some(value) = retry_after {
         response.headers_mut().insert("retry-after", value.parse().unwrap());

@@ -3,39 +3,11 @@
 //! active at its time, under the delivery id of its 202 answer; nothing arrives under another id.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{eventually, report, webhook_subscription};
+use crate::process::Serve;
 use crate::receiver::Receiver;
-
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-fn serve(data_dir: &std::path::Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_repdist"))
-        .arg("serve")
-        .env("REPDIST_HTTP_ADDR", "127.0.0.1:0")
-        .env("REPDIST_GRPC_ADDR", "127.0.0.1:0")
-        .env("REPDIST_DATA_DIR", data_dir)
-        .env("REPDIST_ALLOW_PRIVATE_WEBHOOKS", "true")
-        .env("REPDIST_RETRY__INITIAL_BACKOFF", "50ms")
-        .env("REPDIST_RETRY__MAX_BACKOFF", "200ms")
-        .env("REPDIST_DELIVERY__MAX_IN_FLIGHT", "8")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("repdist serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("reads the listening line");
-    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string();
-    Serve { child, base }
-}
 
 async fn post(http: &reqwest::Client, url: String, body: &serde_json::Value) -> Result<(u16, serde_json::Value), reqwest::Error> {
     let response = http.post(url).header("content-type", "application/json").body(body.to_string()).send().await?;
@@ -51,7 +23,7 @@ async fn a_killed_server_resumes_every_acknowledged_delivery_under_the_same_id()
     receiver.set_delay(Duration::from_millis(15));
     let http = reqwest::Client::new();
 
-    let first = serve(data_dir.path());
+    let first = Serve::start(data_dir.path(), &[]);
     for i in 0..5 {
         let (url, secret) = receiver.endpoint(&format!("e{i}"));
         let sub = webhook_subscription(&format!("sub-{i}"), &format!("client-{i}"), &url, &secret);
@@ -66,9 +38,7 @@ async fn a_killed_server_resumes_every_acknowledged_delivery_under_the_same_id()
     for n in 0..60 {
         let event = format!("evt-{n}");
         if n == 40 {
-            let mut server = first.take().unwrap();
-            server.child.kill().expect("SIGKILL");
-            server.child.wait().unwrap();
+            first.take().unwrap().kill();
         }
         let Some(server) = first.as_ref() else {
             unacknowledged.push(event);
@@ -84,7 +54,7 @@ async fn a_killed_server_resumes_every_acknowledged_delivery_under_the_same_id()
     }
     let delivered_before_restart: HashSet<String> = receiver.received().into_iter().map(|r| r.delivery_id).collect();
 
-    let mut second = serve(data_dir.path());
+    let second = Serve::start(data_dir.path(), &[]);
     // The publisher re-sends what was never acknowledged (at-least-once from its side).
     for event in &unacknowledged {
         let n: usize = event.trim_start_matches("evt-").parse().unwrap();
@@ -110,6 +80,72 @@ async fn a_killed_server_resumes_every_acknowledged_delivery_under_the_same_id()
     assert!(foreign.is_empty(), "deliveries under ids no 202 announced: {foreign:?}");
     assert!(received.iter().all(|r| r.signature_ok));
     assert!(delivered_before_restart.len() < expected.len(), "the kill must happen mid-run for this test to mean anything");
-    second.child.kill().unwrap();
-    second.child.wait().unwrap();
+    second.kill();
+}
+
+/// A template set over the API is in the database before the 200: a server started again on the same
+/// data directory lists it and renders with it; a deleted one stays deleted.
+#[tokio::test]
+async fn email_templates_survive_a_restart() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::helpers::TestServer;
+    use crate::smtp::SmtpPeer;
+
+    let smtp = SmtpPeer::start();
+    let relay = smtp.addr;
+    let with_relay = move |config: &mut repdist::config::Config| {
+        config.email = Some(sinks::email::EmailConfig {
+            host: relay.ip().to_string(),
+            port: Some(relay.port()),
+            from: "Reports <reports@repdist.test>".to_string(),
+            ..Default::default()
+        });
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let kept = json!({"subject": "Kept {{ report.report_id }}", "html": "<p>{{ report.report_period }}</p>", "text": "Kept text {{ report.report_period }}"});
+    let dropped = json!({"subject": "Dropped", "html": "<p>x</p>", "text": "x"});
+
+    let first = TestServer::start_in(data_dir.path(), with_relay).await;
+    let (status, body) = first.send(Method::PUT, "/api/v1/reporting/templates/PERFORMANCE_REPORT/en", Some(&kept)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = first.send(Method::PUT, "/api/v1/reporting/templates/*/en", Some(&dropped)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = first.send(Method::DELETE, "/api/v1/reporting/templates/*/en", None).await;
+    assert_eq!(status, 204);
+    // A refused template is not stored either.
+    let broken = json!({"subject": "{{ nope", "html": "", "text": ""});
+    let (status, body) = first.send(Method::PUT, "/api/v1/reporting/templates/RISK_REPORT/en", Some(&broken)).await;
+    assert_eq!((status, body["error"]["field"].clone()), (422, json!("subject")), "{body}");
+    first.server.shutdown().await.expect("graceful shutdown");
+
+    let second = TestServer::start_in(data_dir.path(), with_relay).await;
+    let (status, list) = second.get("/api/v1/reporting/templates").await;
+    assert_eq!(status, 200, "{list}");
+    let keys: Vec<String> = list["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{}/{}", t["report_type"].as_str().unwrap(), t["locale"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, ["PERFORMANCE_REPORT/en"], "{list}");
+    assert_eq!(list["templates"][0]["text"], kept["text"]);
+
+    let subscription = json!({
+        "subscription_id": "mail-restart", "subscriber_id": "mail-restart-client",
+        "report_types": ["PERFORMANCE_REPORT"],
+        "delivery_preferences": {"channels": ["EMAIL"], "notification_settings": {"email": {"to": ["ann@client.test"]}}}
+    });
+    second.subscribe(subscription).await;
+    let mut event = report("evt-mail-restart", "rep-mail-restart");
+    event["report_data"]["file_path"] = json!("");
+    let delivery = second.deliver(event).await.remove(0);
+    second.wait_for_state(&delivery, "DELIVERED").await;
+    let arrived = smtp.arrived();
+    assert_eq!(arrived.len(), 1);
+    let message = mail_parser::MessageParser::default().parse(&arrived[0].data).expect("a MIME message");
+    assert_eq!(message.subject(), Some("Kept rep-mail-restart"), "rendered with the template stored before the restart");
+    assert_eq!(message.body_text(0).as_deref().map(str::trim), Some("Kept text 2025-06"));
+    second.server.shutdown().await.expect("graceful shutdown");
 }

@@ -63,6 +63,7 @@ pub fn task(report: &ReportDistribution, sub: &ReportSubscription, channel: Deli
         report: report.clone(),
         accepted_at,
         attempt: 1,
+        digest: None,
     }
 }
 
@@ -89,7 +90,7 @@ pub fn changes(list: &[(&ReportSubscription, Time)]) -> WriteBatch {
 
 pub fn expanded(event_id: &str, tasks: &[&DeliveryTask]) -> WriteBatch {
     WriteBatch {
-        expanded: vec![ExpandedReport { event_id: event_id.to_string(), deliveries: tasks.iter().map(|t| (*t).clone()).collect() }],
+        expanded: vec![ExpandedReport { event_id: event_id.to_string(), deliveries: tasks.iter().map(|t| (*t).clone()).collect(), digest_members: vec![] }],
         ..Default::default()
     }
 }

@@ -6,6 +6,7 @@
 mod backend;
 mod channels;
 mod channels_api;
+mod digests;
 mod fixtures;
 mod outbox;
 mod reads;
@@ -14,6 +15,7 @@ mod reads;
 mod receiver;
 mod recovery;
 mod server_postgres;
+mod templates;
 mod writes;
 
 /// One `#[tokio::test]` per case and backend.
@@ -56,4 +58,6 @@ store_suite![
     recovery::recovery_without_unexpanded_reports_has_only_current_versions,
     channels::delivery_channels_crud,
     outbox::outbox_rows_are_kept_in_commit_order_until_removed,
+    templates::email_templates_crud,
+    digests::digest_members_are_durable_until_their_digest_goes_out,
 ];

@@ -159,7 +159,7 @@ pub async fn a_large_group_commit(backend: &dyn Backend) {
         expanded: events
             .iter()
             .zip(&tasks)
-            .map(|(e, t)| ExpandedReport { event_id: e.event_id.clone(), deliveries: vec![t.clone()] })
+            .map(|(e, t)| ExpandedReport { event_id: e.event_id.clone(), deliveries: vec![t.clone()], digest_members: vec![] })
             .collect(),
         ..Default::default()
     };
@@ -200,7 +200,7 @@ pub async fn a_failed_batch_leaves_nothing(backend: &dyn Backend) {
     let batch = WriteBatch {
         reports: vec![NewReport { event: r.clone(), accepted_at: T0 }],
         subscription_changes: vec![SubscriptionChange { subscription: sub.clone(), changed_at: T0 }],
-        expanded: vec![ExpandedReport { event_id: "evt-1".into(), deliveries: vec![good.clone(), bad] }],
+        expanded: vec![ExpandedReport { event_id: "evt-1".into(), deliveries: vec![good.clone(), bad], digest_members: vec![] }],
         stats: vec![(
             StatsKey { window_start: T0, report_type: ReportDataType::PerformanceReport, channel: DeliveryChannel::Email },
             Some(StatsRow { attempted: 1, successful: 1, failed: 0, avg_delivery_time_us: Some(1), p99_delivery_time_us: Some(1) }),

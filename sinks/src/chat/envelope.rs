@@ -34,23 +34,29 @@ impl ReportSummary {
         if !envelope.is_object() {
             return Err(SinkError::permanent("payload is not the JSON report envelope: not an object"));
         }
-        let text = |pointer: &str| match envelope.pointer(pointer) {
+        Ok(ReportSummary::from_data(envelope.get("data").unwrap_or(&Value::Null)))
+    }
+
+    /// Reads one report's `data` object (`delivery_id`, `subscription_id`, `report`), as found in
+    /// the envelope, or as each entry of a digest's `reports`.
+    pub fn from_data(data: &Value) -> ReportSummary {
+        let text = |pointer: &str| match data.pointer(pointer) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => String::new(),
         };
-        let report_data = "/data/report/report_data";
-        Ok(ReportSummary {
-            delivery_id: text("/data/delivery_id"),
-            subscription_id: text("/data/subscription_id"),
+        let report_data = "/report/report_data";
+        ReportSummary {
+            delivery_id: text("/delivery_id"),
+            subscription_id: text("/subscription_id"),
             report_id: text(&format!("{report_data}/report_id")),
             report_type: text(&format!("{report_data}/report_type")),
             portfolio_id: text(&format!("{report_data}/portfolio_id")),
             report_period: text(&format!("{report_data}/report_period")),
             file_path: text(&format!("{report_data}/file_path")),
-            file_size_bytes: envelope.pointer(&format!("{report_data}/file_size_bytes")).and_then(Value::as_i64),
+            file_size_bytes: data.pointer(&format!("{report_data}/file_size_bytes")).and_then(Value::as_i64),
             title: Some(text(&format!("{report_data}/title"))).filter(|t| !t.trim().is_empty()),
-        })
+        }
     }
 
     /// The report's own title, else `<report_type> report <report_id>` (`Report <report_id>` when

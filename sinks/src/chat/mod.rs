@@ -2,15 +2,16 @@
 //! (Block Kit) or a Microsoft Teams workflow webhook (Adaptive Card), classified by
 //! [`crate::http_classify`].
 //!
-//! - `config`: the shared client's pool and dial settings;
+//! - [`crate::http_client`]: the shared client's pool and dial settings;
 //! - `envelope`: reading the report envelope into what a message shows (also used by `push`);
+//! - `digest`: a SCHEDULED subscription's digest as one message listing its reports;
 //! - `slack`, `teams`: one message format each;
 //! - `redaction`: webhook URLs are credentials, kept out of reasons;
 //! - this file: the delivery.
 //!
 //! Tests against a real receiver live in `sinks/tests/it/chat.rs`.
 
-mod config;
+pub mod digest;
 pub mod envelope;
 pub(crate) mod redaction;
 pub mod slack;
@@ -22,7 +23,7 @@ use async_trait::async_trait;
 use reqwest::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 
-pub use config::{ChatConfig, ChatSetupError};
+pub use crate::http_client::{HttpClientConfig as ChatConfig, HttpClientError as ChatSetupError};
 pub use envelope::ReportSummary;
 
 use crate::http_classify::{classify, read_body_excerpt, transport_error};
@@ -41,21 +42,15 @@ pub enum ChatKind {
 /// followed (a webhook URL is a credential; see [`crate::http_classify`]).
 pub struct ChatSink {
     client: reqwest::Client,
+    allow_private_destinations: bool,
 }
 
 impl ChatSink {
     pub const CHANNEL: &'static str = "SLACK_INTEGRATION";
 
     pub fn new(config: ChatConfig) -> Result<ChatSink, ChatSetupError> {
-        config.validate()?;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .connect_timeout(config.connect_timeout)
-            .user_agent(config.user_agent)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(ChatSink { client })
+        let client = config.build("chat")?;
+        Ok(ChatSink { client, allow_private_destinations: config.allow_private_destinations })
     }
 }
 
@@ -69,11 +64,20 @@ impl Sink for ChatSink {
         let Destination::Chat { kind, webhook_url, link } = &request.destination else {
             return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };
-        let summary = ReportSummary::parse(&request.payload)?;
-        let link = summary.link(link.as_deref());
-        let body = match kind {
-            ChatKind::Slack => slack::render(&summary, request.priority, link.as_deref()),
-            ChatKind::Teams => teams::render(&summary, request.priority, link.as_deref()),
+        crate::egress::check_literal(webhook_url, self.allow_private_destinations).map_err(|e| SinkError::permanent(e.to_string()))?;
+        let body = match crate::digest::DigestSummary::parse(&request.payload)? {
+            Some(digest) => match kind {
+                ChatKind::Slack => digest::slack(&digest, link.as_deref()),
+                ChatKind::Teams => digest::teams(&digest, link.as_deref()),
+            },
+            None => {
+                let summary = ReportSummary::parse(&request.payload)?;
+                let link = summary.link(link.as_deref());
+                match kind {
+                    ChatKind::Slack => slack::render(&summary, request.priority, link.as_deref()),
+                    ChatKind::Teams => teams::render(&summary, request.priority, link.as_deref()),
+                }
+            }
         };
         let body =
             serde_json::to_vec(&body).map_err(|e| SinkError::permanent(format!("cannot encode message: {e}")))?;

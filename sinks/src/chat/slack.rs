@@ -85,7 +85,7 @@ pub fn render(summary: &ReportSummary, priority: i32, link: Option<&str>) -> Val
 
 /// Slack's mrkdwn treats `&`, `<` and `>` as control characters (`<url|text>` is a link), so text
 /// taken from a report is escaped before it is shown.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 

@@ -3,6 +3,7 @@
 //! locale and the report come with each [`crate::DeliveryRequest`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -62,6 +63,10 @@ pub struct EmailConfig {
     /// The relay's port; [`TlsMode::default_port`] when unset.
     pub port: Option<u16>,
     pub tls: TlsMode,
+    /// A PEM file of CA certificates trusted for the relay's certificate, besides the public roots
+    /// (webpki-roots): for a relay whose certificate comes from a private CA. Read when the channel
+    /// is set up; only with `tls = "starttls"` or `"implicit"`.
+    pub tls_ca_file: Option<PathBuf>,
     /// Absent: no SMTP AUTH.
     pub auth: Option<SmtpAuth>,
     /// The `From` header and envelope sender, e.g. `"Reports <reports@example.com>"`.
@@ -91,6 +96,7 @@ impl Default for EmailConfig {
             host: "localhost".to_string(),
             port: None,
             tls: TlsMode::None,
+            tls_ca_file: None,
             auth: None,
             from: "repdist <repdist@localhost>".to_string(),
             connect_timeout: Duration::from_secs(5),
@@ -125,6 +131,9 @@ impl EmailConfig {
         if self.port == Some(0) {
             return Err(invalid("port", "must be between 1 and 65535"));
         }
+        if self.tls_ca_file.is_some() && self.tls == TlsMode::None {
+            return Err(invalid("tls_ca_file", "only applies with tls = \"starttls\" or \"implicit\""));
+        }
         if let Some(auth) = &self.auth {
             if auth.username.is_empty() {
                 return Err(invalid("auth.username", "must not be empty"));
@@ -155,6 +164,21 @@ impl EmailConfig {
     /// The port actually dialled.
     pub fn effective_port(&self) -> u16 {
         self.port.unwrap_or_else(|| self.tls.default_port())
+    }
+
+    /// The certificates of `tls_ca_file`, read and parsed; `None` when it is not set. Errors name
+    /// the key: an unreadable file, or one without a PEM certificate.
+    pub fn extra_roots(&self) -> Result<Option<lettre::transport::smtp::client::Certificate>, EmailSetupError> {
+        let Some(path) = &self.tls_ca_file else { return Ok(None) };
+        let pem = std::fs::read(path).map_err(|e| invalid("tls_ca_file", format!("cannot read {}: {e}", path.display())))?;
+        // lettre takes a PEM without any certificate as an empty list: refuse it here instead of
+        // trusting nothing more than the public roots without saying so.
+        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            return Err(invalid("tls_ca_file", format!("{} holds no PEM certificate", path.display())));
+        }
+        lettre::transport::smtp::client::Certificate::from_pem(&pem)
+            .map(Some)
+            .map_err(|e| invalid("tls_ca_file", format!("{}: {e}", path.display())))
     }
 
     /// `from` parsed as a mailbox.
@@ -214,6 +238,7 @@ mod tests {
             (EmailConfig { link_base_url: Some("ftp://x".into()), ..Default::default() }, "link_base_url"),
             (EmailConfig { pool_max_size: 0, ..Default::default() }, "pool_max_size"),
             (EmailConfig { default_locale: "".into(), ..Default::default() }, "default_locale"),
+            (EmailConfig { tls_ca_file: Some("/etc/ca.pem".into()), ..Default::default() }, "tls_ca_file"),
             (
                 EmailConfig {
                     auth: Some(SmtpAuth { username: "".into(), password: "p".into() }),
@@ -227,6 +252,19 @@ mod tests {
             assert!(matches!(&error, EmailSetupError::InvalidConfig { key: k, .. } if *k == key), "{key}: {error}");
             assert!(error.to_string().starts_with(&format!("email.{key}: ")), "{error}");
         }
+    }
+
+    #[test]
+    fn the_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let with = |path: PathBuf| EmailConfig { tls: TlsMode::Starttls, tls_ca_file: Some(path), ..Default::default() };
+        assert!(EmailConfig::default().extra_roots().expect("no file").is_none());
+        let missing = with(dir.path().join("missing.pem")).extra_roots().expect_err("missing");
+        assert!(missing.to_string().starts_with("email.tls_ca_file: cannot read"), "{missing}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").expect("written");
+        let error = with(empty).extra_roots().expect_err("no certificate");
+        assert!(error.to_string().contains("holds no PEM certificate"), "{error}");
     }
 
     #[test]

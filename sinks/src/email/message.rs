@@ -273,7 +273,73 @@ pub fn build_message(
     if let Some(ReportFile::Linked { link, .. }) = file {
         add_link_line(&mut rendered, link);
     }
+    assemble(addressing, to, rendered, file)
+}
 
+/// The values a digest template sees: the payload as it is (`type`, `timestamp`, `data`), plus
+/// `reports` (each report's `report_data` with its own `delivery_id`, `accepted_at` and the event's
+/// `data_type`), and `delivery_id` (the digest's), `subscriber_id`, `subscription_id`, `attempt`,
+/// `schedule`, `tick`, `report_count` from `data`.
+pub fn digest_context(payload: &Value) -> Result<Value, ComposeError> {
+    let Value::Object(fields) = payload else {
+        return Err(ComposeError::Payload("the payload is not a JSON object".into()));
+    };
+    let mut fields = fields.clone();
+    let data = payload.get("data");
+    let reports: Vec<Value> = data
+        .and_then(|d| d.get("reports"))
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|entry| {
+                    let mut report = match entry.pointer("/report/report_data") {
+                        Some(Value::Object(report)) => report.clone(),
+                        _ => Map::new(),
+                    };
+                    for (name, pointer) in [("delivery_id", "/delivery_id"), ("accepted_at", "/accepted_at"), ("data_type", "/report/data_type")] {
+                        if let Some(value) = entry.pointer(pointer) {
+                            report.entry(name.to_string()).or_insert_with(|| value.clone());
+                        }
+                    }
+                    Value::Object(report)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let count = reports.len();
+    fields.entry("reports".to_string()).or_insert(Value::Array(reports));
+    for name in ["delivery_id", "subscriber_id", "subscription_id", "attempt", "schedule", "tick"] {
+        if let Some(value) = data.and_then(|d| d.get(name)) {
+            fields.entry(name.to_string()).or_insert_with(|| value.clone());
+        }
+    }
+    fields.entry("report_count".to_string()).or_insert(Value::from(count));
+    Ok(Value::Object(fields))
+}
+
+/// Builds a digest's message: the `DIGEST` template for `locale` (see
+/// [`TemplateStore::render_digest`]) rendered with `context` (from [`digest_context`]), as
+/// `multipart/alternative` text + HTML, without attachments.
+pub fn build_digest_message(
+    templates: &TemplateStore,
+    addressing: &Addressing<'_>,
+    locale: Option<&str>,
+    context: &Value,
+) -> Result<Composed, ComposeError> {
+    let to = recipients(addressing.to)?;
+    let rendered = templates.render_digest(locale, context)?;
+    assemble(addressing, to, rendered, None)
+}
+
+/// The message itself, from rendered text: headers (the Message-ID from the idempotency key), the
+/// two bodies, and the report file when it is attached.
+fn assemble(
+    addressing: &Addressing<'_>,
+    to: Vec<Mailbox>,
+    rendered: RenderedEmail,
+    file: Option<&ReportFile>,
+) -> Result<Composed, ComposeError> {
     let mut builder = Message::builder()
         .from(addressing.from.clone())
         .subject(rendered.subject.clone())

@@ -3,7 +3,8 @@
 //!
 //! - `config`: the relay, TLS, AUTH, sender, attachment limit;
 //! - `templates`: the runtime-replaceable [`TemplateStore`] and its fallback order;
-//! - `message`: the template context, the report file, and [`build_message`] (reusable for digests);
+//! - `message`: the template context, the report file, and [`build_message`]; a digest's context
+//!   and [`build_digest_message`] (a SCHEDULED subscription's reports of one tick in one message);
 //! - `classify`: SMTP reply codes and transport failures to transient / permanent;
 //! - this file: the delivery.
 //!
@@ -28,12 +29,12 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 pub use classify::{classify, REPLY_EXCERPT_CHARS};
 pub use config::{EmailConfig, EmailSetupError, SmtpAuth, TlsMode};
 pub use message::{
-    build_message, message_id, read_report_file, recipients, Addressing, AttachmentFile, ComposeError, Composed,
+    build_digest_message, build_message, digest_context, message_id, read_report_file, recipients, Addressing, AttachmentFile, ComposeError, Composed,
     DeliveryIdHeader, ReportFile, TemplateChoice, TemplateContext,
 };
 pub use templates::{
-    builtin_template, sample_context, EmailTemplate, RenderedEmail, TemplateError, TemplateKey, TemplatePart,
-    TemplateStore, ANY_REPORT_TYPE,
+    builtin_digest_template, builtin_template, sample_context, EmailTemplate, RenderedEmail, TemplateError, TemplateKey, TemplatePart,
+    TemplateStore, ANY_REPORT_TYPE, DIGEST_TEMPLATE,
 };
 
 use crate::{DeliveryRequest, Destination, Receipt, Sink, SinkError};
@@ -66,10 +67,17 @@ impl EmailSink {
     pub fn with_templates(config: EmailConfig, templates: Arc<TemplateStore>) -> Result<Self, EmailSetupError> {
         config.validate()?;
         let from = config.from_mailbox()?;
+        let parameters = || -> Result<TlsParameters, EmailSetupError> {
+            let mut builder = TlsParameters::builder(config.host.clone());
+            if let Some(roots) = config.extra_roots()? {
+                builder = builder.add_root_certificate(roots);
+            }
+            Ok(builder.build()?)
+        };
         let tls = match config.tls {
             TlsMode::None => Tls::None,
-            TlsMode::Starttls => Tls::Required(TlsParameters::new(config.host.clone())?),
-            TlsMode::Implicit => Tls::Wrapper(TlsParameters::new(config.host.clone())?),
+            TlsMode::Starttls => Tls::Required(parameters()?),
+            TlsMode::Implicit => Tls::Wrapper(parameters()?),
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.host.clone())
             .port(config.effective_port())
@@ -129,6 +137,9 @@ impl EmailSink {
         recipients(to)?;
         let payload: serde_json::Value = serde_json::from_slice(&request.payload)
             .map_err(|e| SinkError::permanent(format!("invalid payload: not JSON: {e}")))?;
+        if payload.get("type").and_then(serde_json::Value::as_str) == Some(crate::digest::DIGEST_TYPE) {
+            return self.attempt_digest(request, to, locale, &payload).await;
+        }
         let context = TemplateContext::from_payload(&payload)?.into_value();
         let file = match attachment {
             Some(path) => Some(self.report_file(path).await?),
@@ -149,6 +160,30 @@ impl EmailSink {
             template = %composed.rendered.template,
             detail = %receipt.detail,
             "email accepted by the relay"
+        );
+        Ok(receipt)
+    }
+}
+
+impl EmailSink {
+    /// A digest: one message listing the reports, rendered with the `DIGEST` template.
+    async fn attempt_digest(
+        &self,
+        request: &DeliveryRequest,
+        to: &[String],
+        locale: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<Receipt, SinkError> {
+        let context = digest_context(payload)?;
+        let addressing = Addressing { from: &self.from, to, idempotency_key: &request.idempotency_key };
+        let composed = build_digest_message(&self.templates, &addressing, locale, &context)?;
+        let receipt = self.send(composed.message).await?;
+        tracing::debug!(
+            delivery_id = %request.idempotency_key,
+            attempt = request.attempt,
+            template = %composed.rendered.template,
+            detail = %receipt.detail,
+            "email digest accepted by the relay"
         );
         Ok(receipt)
     }

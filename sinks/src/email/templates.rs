@@ -24,6 +24,11 @@ use serde::{Deserialize, Serialize};
 /// The report type of templates that apply to every report type.
 pub const ANY_REPORT_TYPE: &str = "*";
 
+/// The report type of digest templates (a SCHEDULED subscription's reports of one tick in one
+/// message). A digest is looked up as `(DIGEST, L)` → `(DIGEST, D)` → the built-in digest template:
+/// never a `*` template, which is written for a single report.
+pub const DIGEST_TEMPLATE: &str = "DIGEST";
+
 /// The three parts of a message's text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +141,7 @@ pub struct RenderedEmail {
 }
 
 const BUILTIN: &str = "builtin";
+const BUILTIN_DIGEST: &str = "builtin-digest";
 
 /// The template used when no configured one matches. English, and careful to render whatever the
 /// report carries: every field is optional.
@@ -145,6 +151,21 @@ pub fn builtin_template() -> EmailTemplate {
         html: include_str!("builtin/body.html").to_string(),
         text: include_str!("builtin/body.txt").to_string(),
     }
+}
+
+/// The template used for a digest when no `DIGEST` template matches: every report's title, type,
+/// portfolio, period and file, in a list. Sees `reports`, `report_count`, `tick`, `delivery_id`...
+/// (see `message::digest_context`).
+pub fn builtin_digest_template() -> EmailTemplate {
+    EmailTemplate {
+        subject: include_str!("builtin/digest_subject.txt").to_string(),
+        html: include_str!("builtin/digest_body.html").to_string(),
+        text: include_str!("builtin/digest_body.txt").to_string(),
+    }
+}
+
+fn builtin_digest_name(part: TemplatePart) -> String {
+    format!("@{BUILTIN_DIGEST}/{}", part.suffix())
 }
 
 /// One immutable generation of the store: the sources and the environment compiled from them.
@@ -220,6 +241,8 @@ impl TemplateStore {
     pub fn new(default_locale: impl Into<String>) -> Self {
         let mut env = environment();
         add_parts(&mut env, BUILTIN, builtin_name, &builtin_template()).expect("the built-in template compiles");
+        add_parts(&mut env, BUILTIN_DIGEST, builtin_digest_name, &builtin_digest_template())
+            .expect("the built-in digest template compiles");
         let snapshot = Snapshot { env, sources: BTreeMap::new() };
         TemplateStore { default_locale: default_locale.into(), current: RwLock::new(Arc::new(snapshot)) }
     }
@@ -233,15 +256,23 @@ impl TemplateStore {
         Arc::clone(&self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    /// Adds or replaces the template for `key`, after checking it compiles and renders against a
-    /// sample report. On error the store is unchanged.
-    pub fn set(&self, key: TemplateKey, template: EmailTemplate) -> Result<(), TemplateError> {
+    /// Whether `set(key, template)` would accept it: the key is well formed and every part compiles
+    /// and renders against a sample report. Changes nothing; lets a caller refuse a template before
+    /// storing it elsewhere (the service's database).
+    pub fn check(&self, key: &TemplateKey, template: &EmailTemplate) -> Result<(), TemplateError> {
         key.check()?;
         let label = key.to_string();
-        // Check on a scratch environment first, so a refused template never reaches the store.
         let mut scratch = environment();
-        add_parts(&mut scratch, &label, |part| key.name(part), &template)?;
-        trial_render(&scratch, &label, |part| key.name(part))?;
+        add_parts(&mut scratch, &label, |part| key.name(part), template)?;
+        trial_render(&scratch, &label, |part| key.name(part))
+    }
+
+    /// Adds or replaces the template for `key`, after [`TemplateStore::check`]. On error the store
+    /// is unchanged.
+    pub fn set(&self, key: TemplateKey, template: EmailTemplate) -> Result<(), TemplateError> {
+        // Checked on a scratch environment first, so a refused template never reaches the store.
+        self.check(&key, &template)?;
+        let label = key.to_string();
 
         let mut current = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next = Snapshot::clone(&current);
@@ -286,6 +317,22 @@ impl TemplateStore {
         let candidates =
             [(report_type, locale), (report_type, default), (ANY_REPORT_TYPE, locale), (ANY_REPORT_TYPE, default)];
         candidates.into_iter().map(|(t, l)| TemplateKey::new(t, l)).find(|key| snapshot.sources.contains_key(key))
+    }
+
+    /// Renders a digest with the `DIGEST` template for `locale` (or the default locale), else the
+    /// built-in digest template.
+    pub fn render_digest(&self, locale: Option<&str>, context: &serde_json::Value) -> Result<RenderedEmail, TemplateError> {
+        let snapshot = self.snapshot();
+        let default = self.default_locale.as_str();
+        let locale = locale.map(str::trim).filter(|l| !l.is_empty()).unwrap_or(default);
+        let key = [locale, default]
+            .into_iter()
+            .map(|l| TemplateKey::new(DIGEST_TEMPLATE, l))
+            .find(|key| snapshot.sources.contains_key(key));
+        match key {
+            Some(key) => render_with(&snapshot.env, &key.to_string(), |part| key.name(part), context),
+            None => render_with(&snapshot.env, BUILTIN_DIGEST, builtin_digest_name, context),
+        }
     }
 
     /// Renders the template chosen for `report_type` and `locale` with `context`. The subject is

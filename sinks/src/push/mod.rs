@@ -89,6 +89,19 @@ impl Notification {
 
     fn from_payload(payload: &[u8]) -> Result<Notification, SinkError> {
         use crate::chat::envelope::truncated;
+        if let Some(digest) = crate::digest::DigestSummary::parse(payload)? {
+            // One notification for the digest: how many reports, and as many titles as fit.
+            let summary = ReportSummary {
+                delivery_id: digest.delivery_id.clone(),
+                subscription_id: digest.subscription_id.clone(),
+                ..ReportSummary::default()
+            };
+            return Ok(Notification {
+                title: truncated(&digest.title(), Self::TITLE_MAX_CHARS),
+                body: digest.body_line(Self::BODY_MAX_CHARS),
+                summary,
+            });
+        }
         let summary = ReportSummary::parse(payload)?;
         Ok(Notification {
             title: truncated(&summary.title(), Self::TITLE_MAX_CHARS),
@@ -208,6 +221,17 @@ mod tests {
         assert!(!is_dead_token(&SinkError::permanent("HTTP 400: bad payload")));
         let transient = SinkError::transient(format!("{DEAD_TOKEN_PREFIX}not really"));
         assert!(!is_dead_token(&transient), "only a permanent failure marks a token dead");
+    }
+
+    #[test]
+    fn a_digest_is_one_notification_counting_its_reports() {
+        let payload = serde_json::json!({"type": "report.digest", "data": {"delivery_id": "d1", "subscription_id": "s1",
+            "reports": [{"report": {"report_data": {"report_id": "r1", "report_type": "risk"}}},
+                        {"report": {"report_data": {"report_id": "r2", "title": "Q2 performance"}}}]}});
+        let notification = Notification::from_payload(&serde_json::to_vec(&payload).unwrap()).expect("a digest");
+        assert_eq!(notification.title, "2 new reports");
+        assert_eq!(notification.body, "Risk report r1, Q2 performance");
+        assert_eq!((notification.summary.delivery_id.as_str(), notification.summary.subscription_id.as_str()), ("d1", "s1"));
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! pinned host key.
 //!
 //! One attempt connects, checks the host key, authenticates (password or private key), makes sure the
-//! directory exists, uploads the report file (when the delivery has one) and then the manifest (the
-//! request payload, the JSON envelope every channel sends), each through a part file renamed into
-//! place. The manifest goes last, so a reader that waits for it always finds the whole report. A retry
-//! writes the same names again and replaces them.
+//! directory exists, uploads the report file (when the delivery has one; a digest's every report
+//! file) and then the manifest (the request payload, the JSON envelope every channel sends), each
+//! through a part file renamed into place. The manifest goes last, so a reader that waits for it
+//! always finds every file it names. A retry writes the same names again and replaces them.
 //!
 //! - `config`: dial, keepalive, sessions per server, chunking;
 //! - `host_key`: parsing pins and comparing presented keys;
@@ -91,8 +91,8 @@ impl SftpSink {
 struct Plan<'a> {
     target: Target<'a>,
     directory: &'a str,
-    /// The report and the name it gets on the server.
-    report: Option<(tokio::fs::File, &'a str)>,
+    /// The report files (one, or a digest's several) and the names they get on the server.
+    reports: Vec<(tokio::fs::File, &'a str)>,
     manifest_name: String,
     /// The delivery id as it appears in part file names.
     delivery: String,
@@ -100,7 +100,7 @@ struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     async fn new(request: &'a DeliveryRequest) -> Result<Plan<'a>, SinkError> {
-        let Destination::Sftp { host, port, username, auth, host_key, directory, file, file_name } =
+        let Destination::Sftp { host, port, username, auth, host_key, directory, files, manifest_name } =
             &request.destination
         else {
             return Err(SinkError::permanent(format!(
@@ -121,19 +121,29 @@ impl<'a> Plan<'a> {
         let pin = HostKeyPin::parse(host_key).map_err(|e| SinkError::permanent(e.to_string()))?;
         let credentials = credentials(auth)?;
         let delivery = file_safe(&request.idempotency_key);
-        let (report, manifest_name) = match file {
-            Some(path) => {
-                if file_name.is_empty() || file_name == "." || file_name == ".." || file_name.contains(['/', '\0']) {
-                    return Err(SinkError::permanent(format!(
-                        "invalid sftp file name {file_name:?}: one path component is required"
-                    )));
-                }
-                (Some((open_report(path).await?, file_name.as_str())), format!("{file_name}.manifest.json"))
-            }
-            None => (None, format!("{delivery}.json")),
+        let manifest_name = match (manifest_name, files.as_slice()) {
+            (Some(name), _) => name.clone(),
+            (None, [only]) => format!("{}.manifest.json", only.name),
+            (None, _) => format!("{delivery}.json"),
         };
+        let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        names.push(&manifest_name);
+        for name in &names {
+            if name.is_empty() || *name == "." || *name == ".." || name.contains(['/', '\0']) {
+                return Err(SinkError::permanent(format!("invalid sftp file name {name:?}: one path component is required")));
+            }
+        }
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(SinkError::permanent(format!("two uploads share the sftp file name {:?}", pair[0])));
+        }
+        // Every file is opened before connecting: a missing report fails the attempt at once.
+        let mut reports = Vec::with_capacity(files.len());
+        for file in files {
+            reports.push((open_report(&file.path).await?, file.name.as_str()));
+        }
         let target = Target { host, port: *port, username, credentials, pin };
-        Ok(Plan { target, directory, report, manifest_name, delivery })
+        Ok(Plan { target, directory, reports, manifest_name, delivery })
     }
 }
 
@@ -211,7 +221,7 @@ impl SftpSink {
         .await;
         remote.ensure_directory(plan.directory).await?;
         let (mut files, mut bytes) = (0, 0);
-        if let Some((file, name)) = plan.report {
+        for (file, name) in plan.reports {
             bytes += remote.put(file, plan.directory, name, &plan.delivery).await?;
             files += 1;
         }

@@ -2,13 +2,12 @@
 //! spec (`webhook-id`, `webhook-timestamp`, `webhook-signature`), classified by
 //! [`crate::http_classify`].
 //!
-//! - `config`: the shared client's pool and dial settings;
+//! - [`crate::http_client`]: the shared client's pool and dial settings;
 //! - `signing`: secrets, signatures, and [`verify_signature`] for receivers;
 //! - this file: the delivery.
 //!
 //! Tests against a real receiver live in `sinks/tests/it/webhook.rs`.
 
-mod config;
 mod signing;
 
 use std::time::Instant;
@@ -17,9 +16,10 @@ use async_trait::async_trait;
 use reqwest::header::CONTENT_TYPE;
 use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP};
 
-pub use config::{WebhookConfig, WebhookSetupError};
+pub use crate::http_client::{HttpClientConfig as WebhookConfig, HttpClientError as WebhookSetupError};
 pub use signing::{verify_signature, InvalidSecret};
 
+use crate::egress;
 use crate::http_classify::{classify, read_body_excerpt, transport_error};
 use crate::{DeliveryRequest, Destination, Receipt, Sink, SinkError};
 
@@ -30,6 +30,7 @@ use crate::{DeliveryRequest, Destination, Receipt, Sink, SinkError};
 /// each request carries its own deadline.
 pub struct WebhookSink {
     client: reqwest::Client,
+    allow_private_destinations: bool,
 }
 
 impl WebhookSink {
@@ -38,15 +39,8 @@ impl WebhookSink {
 
     /// Builds the shared client. Fails on an invalid `config` or when the TLS backend cannot start.
     pub fn new(config: WebhookConfig) -> Result<Self, WebhookSetupError> {
-        config.validate()?;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(config.user_agent)
-            .build()?;
-        Ok(WebhookSink { client })
+        let client = config.build("webhook")?;
+        Ok(WebhookSink { client, allow_private_destinations: config.allow_private_destinations })
     }
 }
 
@@ -60,6 +54,7 @@ impl Sink for WebhookSink {
         let Destination::Webhook { url, secret } = &request.destination else {
             return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };
+        egress::check_literal(url, self.allow_private_destinations).map_err(|e| SinkError::permanent(e.to_string()))?;
         let signer = signing::signer(secret).map_err(|e| SinkError::permanent(e.to_string()))?;
         let signed =
             signing::sign(&signer, &request.idempotency_key, &request.payload).map_err(SinkError::permanent)?;

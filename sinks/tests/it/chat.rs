@@ -18,8 +18,9 @@ pub const ENVELOPE: &str = r#"{"type":"report.distributed","timestamp":"2025-06-
     "routing":{"topic":"reports","routing_key":"portfolio_001.performance.quarterly","priority":2},
     "metadata":{"source_service":"reporting","delivery_priority":2}}}}"#;
 
+/// The test receivers are on loopback, which the default configuration refuses.
 fn sink() -> ChatSink {
-    ChatSink::new(ChatConfig::default()).expect("default config is valid")
+    ChatSink::new(ChatConfig { allow_private_destinations: true, ..Default::default() }).expect("valid config")
 }
 
 fn request(kind: ChatKind, url: &str, link: Option<&str>) -> DeliveryRequest {
@@ -252,4 +253,50 @@ async fn another_channels_destination_or_a_broken_payload_is_permanent_and_sends
     broken.payload = Bytes::from_static(b"not json");
     assert!(!sink().deliver(&broken).await.expect_err("broken payload").is_transient());
     assert!(receiver.recorded().is_empty());
+}
+
+/// A digest body as the service renders it: three reports of one tick.
+const DIGEST: &str = r#"{"type":"report.digest","timestamp":"2025-06-21T08:00:01Z","data":{
+    "delivery_id":"dig_7","subscription_id":"sub_42","subscriber_id":"acme","channel":"SLACK_INTEGRATION",
+    "attempt":1,"schedule":"0 8 * * *","tick":"2025-06-21T08:00:00Z","report_count":3,"reports":[
+    {"delivery_id":"m1","report":{"report_data":{"report_id":"r1","report_type":"performance","portfolio_id":"portfolio_<001>","report_period":"2025-Q2"}}},
+    {"delivery_id":"m2","report":{"report_data":{"report_id":"r2","report_type":"risk","file_path":"https://files.example/r2.pdf"}}},
+    {"delivery_id":"m3","report":{"report_data":{"report_id":"r3","title":"Compliance & controls"}}}]}}"#;
+
+#[tokio::test]
+async fn a_digest_is_one_message_listing_its_reports_on_both_services() {
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::status(200).body("ok")]);
+    let mut slack = request(ChatKind::Slack, &receiver.url("/slack"), Some("https://portal.example/digests"));
+    slack.payload = Bytes::from_static(DIGEST.as_bytes());
+    sink().deliver(&slack).await.expect("delivered");
+    let message = json_of(&receiver.single().body);
+    assert_block_kit(&message);
+    let blocks = message["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks[0]["text"]["text"], "3 new reports");
+    let lines: Vec<&str> = blocks.iter().filter(|b| b["type"] == "section").filter_map(|b| b["text"]["text"].as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "*Performance report r1*\nPortfolio portfolio_&lt;001&gt;, period 2025-Q2",
+            "*<https://files.example/r2.pdf|Risk report r2>*\nA new report is available",
+            "*Compliance &amp; controls*\nA new report is available",
+        ]
+    );
+    let button = blocks.iter().find(|b| b["type"] == "actions").expect("the subscription's link");
+    assert_eq!(button["elements"][0]["url"], "https://portal.example/digests");
+    assert!(message.to_string().contains("dig_7"), "the digest's id is shown: {message}");
+
+    let receiver = TestReceiver::start().await;
+    receiver.script([Reply::status(202)]);
+    let mut teams = request(ChatKind::Teams, &receiver.url("/teams"), None);
+    teams.payload = Bytes::from_static(DIGEST.as_bytes());
+    sink().deliver(&teams).await.expect("delivered");
+    let message = json_of(&receiver.single().body);
+    let card = assert_adaptive_card_message(&message);
+    let texts: Vec<&str> = card["body"].as_array().unwrap().iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(texts[0], "3 new reports");
+    for title in ["Performance report r1", "Risk report r2", "Compliance & controls"] {
+        assert!(texts.contains(&title), "{title} in {texts:?}");
+    }
 }

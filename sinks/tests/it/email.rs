@@ -724,3 +724,56 @@ async fn a_digest_reuses_the_message_builder_with_its_own_context() {
     assert_eq!(text.trim_end(), "- r1\n- r2 <&>");
     assert_eq!(message.body_html(0).as_deref(), Some("<ul><li>r1</li><li>r2 &lt;&amp;&gt;</li></ul>"));
 }
+
+#[tokio::test]
+async fn a_digest_payload_renders_the_builtin_digest_template_and_a_digest_template_wins() {
+    let peer = SmtpPeer::start(Script::default());
+    let sink = sink(&peer);
+    // A `*` template is written for single reports: a digest must not use it.
+    sink.templates().set(TemplateKey::new("*", "en"), tagged("ANY")).expect("valid");
+    let digest = serde_json::json!({"type": "report.digest", "timestamp": "2025-06-21T08:00:01Z", "data": {
+        "delivery_id": "dig-1", "subscription_id": "sub-1", "subscriber_id": "client-1", "channel": "EMAIL",
+        "attempt": 1, "schedule": "0 8 * * *", "tick": "2025-06-21T08:00:00Z", "report_count": 2,
+        "reports": [
+            {"delivery_id": "m1", "accepted_at": "2025-06-21T07:10:00Z", "report": {"event_id": "e1",
+                "report_data": {"report_id": "rep-1", "report_type": "PERFORMANCE", "portfolio_id": "pf-1", "report_period": "2025-06"}}},
+            {"delivery_id": "m2", "accepted_at": "2025-06-21T07:20:00Z", "report": {"event_id": "e2",
+                "report_data": {"report_id": "rep-<2>", "report_type": "RISK", "file_path": "/reports/r2.pdf", "file_size_bytes": 2400000}}}
+        ]}});
+    let mut request = request(&["ann@client.test"], None);
+    request.idempotency_key = "dig-1".into();
+    request.payload = Bytes::from(serde_json::to_vec(&digest).unwrap());
+    if let Destination::Email { report_type, .. } = &mut request.destination {
+        *report_type = sinks::email::DIGEST_TEMPLATE.to_string();
+    }
+    sink.deliver(&request).await.expect("delivered");
+    let arrived = peer.single();
+    let message = parse(&arrived);
+    assert_eq!(message.subject(), Some("2 new reports (2025-06-21T08:00:00Z)"));
+    assert_eq!(message.message_id(), Some("dig-1@repdist"));
+    assert_eq!(message.attachments().count(), 0);
+    let text = message.body_text(0).expect("text").replace("\r\n", "\n");
+    for expected in ["2 new reports are available", "Report:    rep-1", "Portfolio: pf-1", "rep-<2>", "/reports/r2.pdf (2.4 MB)", "digest dig-1"] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+    let html = message.body_html(0).expect("html");
+    assert!(html.contains("rep-&lt;2&gt;") && !html.contains("rep-<2>"), "escaped: {html}");
+
+    sink.templates()
+        .set(
+            TemplateKey::new("DIGEST", "en"),
+            EmailTemplate {
+                subject: "Digest of {{ report_count }}".into(),
+                html: "<ul>{% for r in reports %}<li>{{ r.report_id }} {{ r.delivery_id }}</li>{% endfor %}</ul>".into(),
+                text: "{% for r in reports %}{{ r.report_id }};{% endfor %}".into(),
+            },
+        )
+        .expect("valid");
+    request.idempotency_key = "dig-2".into();
+    sink.deliver(&request).await.expect("delivered");
+    let arrived = peer.arrived();
+    let message = parse(&arrived[1]);
+    assert_eq!(message.subject(), Some("Digest of 2"));
+    assert_eq!(message.body_text(0).expect("text").trim_end(), "rep-1;rep-<2>;");
+    assert_eq!(message.body_html(0).as_deref(), Some("<ul><li>rep-1 m1</li><li>rep-&lt;2&gt; m2</li></ul>"));
+}

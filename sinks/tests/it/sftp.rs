@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use sinks::{DeliveryRequest, Destination, Receipt, SftpAuth, SftpConfig, SftpSink, Sink, SinkError};
+use sinks::{DeliveryRequest, Destination, Receipt, SftpAuth, SftpConfig, SftpFile, SftpSink, Sink, SinkError};
 
 use crate::receiver::refused_addr;
 use crate::sshd::{KeyPair, Sshd};
@@ -48,8 +48,8 @@ impl Fixture {
                 auth: SftpAuth::PrivateKey { pem: self.client.private_pem.clone(), passphrase: None },
                 host_key: self.sshd.host_key_line(),
                 directory: directory.display().to_string(),
-                file,
-                file_name: "q2-report.pdf".to_string(),
+                files: file.map(|path| SftpFile { path, name: "q2-report.pdf".to_string() }).into_iter().collect(),
+                manifest_name: None,
             },
             payload: Bytes::from_static(PAYLOAD.as_bytes()),
             timeout: Duration::from_secs(20),
@@ -123,6 +123,39 @@ async fn the_report_and_its_manifest_arrive_byte_identical_in_a_created_director
     assert_eq!(std::fs::read(directory.join("q2-report.pdf")).expect("report"), report);
     assert_eq!(std::fs::read(directory.join("q2-report.pdf.manifest.json")).expect("manifest"), PAYLOAD.as_bytes());
     assert_eq!(listing(&directory), names(&["q2-report.pdf", "q2-report.pdf.manifest.json"]), "no part file left");
+}
+
+#[tokio::test]
+async fn a_digest_uploads_every_file_then_its_named_manifest() {
+    let fixture = Fixture::start();
+    let first = fixture.report("a.pdf", b"%PDF-1.7 first");
+    let second = fixture.report("b.csv", b"isin,qty\nX,1\n");
+    let directory = fixture.sshd.upload_dir().join("digests");
+    let request = with_destination(fixture.request(&directory, None), |d| {
+        if let Destination::Sftp { files, manifest_name, .. } = d {
+            *files = vec![
+                SftpFile { path: first.clone(), name: "r1_a.pdf".into() },
+                SftpFile { path: second.clone(), name: "positions.csv".into() },
+            ];
+            *manifest_name = Some("digest_d1.json".into());
+        }
+    });
+    let receipt = deliver(&request).await.unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", fixture.sshd.log()));
+    assert!(receipt.detail.starts_with("SFTP uploaded 3 files"), "{}", receipt.detail);
+    assert_eq!(std::fs::read(directory.join("r1_a.pdf")).expect("first"), b"%PDF-1.7 first");
+    assert_eq!(std::fs::read(directory.join("positions.csv")).expect("second"), b"isin,qty\nX,1\n");
+    assert_eq!(std::fs::read(directory.join("digest_d1.json")).expect("manifest"), PAYLOAD.as_bytes());
+    assert_eq!(listing(&directory), names(&["digest_d1.json", "positions.csv", "r1_a.pdf"]));
+
+    // One missing file fails the whole digest before anything is uploaded, naming the file.
+    let missing = with_destination(request, |d| {
+        if let Destination::Sftp { files, directory, .. } = d {
+            files.push(SftpFile { path: "/nonexistent/c.pdf".into(), name: "c.pdf".into() });
+            *directory = format!("{directory}-2");
+        }
+    });
+    let reason = permanent_reason(deliver(&missing).await);
+    assert!(reason.contains("/nonexistent/c.pdf"), "{reason}");
 }
 
 #[tokio::test]
@@ -393,8 +426,8 @@ fn debug_output_redacts_the_credentials() {
             auth: SftpAuth::Password("hunter2".into()),
             host_key: "SHA256:abc".into(),
             directory: "/in".into(),
-            file: None,
-            file_name: "r.pdf".into(),
+            files: Vec::new(),
+            manifest_name: None,
         },
         payload: Bytes::from_static(PAYLOAD.as_bytes()),
         timeout: Duration::from_secs(1),

@@ -15,8 +15,9 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PAYLOAD: &str =
     r#"{"type":"report.distributed","data":{"report_id":"report_20250621_001","title":"Q2 – résumé"}}"#;
 
+/// The test receivers are on loopback, which the default configuration refuses (see `egress`).
 fn sink() -> WebhookSink {
-    WebhookSink::new(WebhookConfig::default()).expect("default config is valid")
+    WebhookSink::new(WebhookConfig { allow_private_destinations: true, ..Default::default() }).expect("valid config")
 }
 
 fn request(url: &str, secret: &str) -> DeliveryRequest {
@@ -277,4 +278,29 @@ fn an_invalid_config_is_refused_naming_the_key() {
     let config = WebhookConfig { connect_timeout: Duration::ZERO, ..Default::default() };
     let Err(error) = WebhookSink::new(config) else { panic!("zero connect timeout must be refused") };
     assert!(error.to_string().contains("connect_timeout"), "{error}");
+}
+
+#[tokio::test]
+async fn private_destinations_are_refused_unless_allowed_and_nothing_is_sent() {
+    let receiver = TestReceiver::start().await;
+    let guarded = WebhookSink::new(WebhookConfig::default()).expect("default config is valid");
+    let url = receiver.url("/hook");
+    for url in [url.clone(), url.replace("127.0.0.1", "localhost"), "http://169.254.169.254/latest/meta-data".to_string()] {
+        match guarded.deliver(&request(&url, SECRET)).await {
+            Err(SinkError::Permanent { reason }) => assert!(reason.contains("refused"), "{url}: {reason}"),
+            other => panic!("{url} must be refused permanently, got {other:?}"),
+        }
+    }
+    assert_eq!(receiver.recorded().len(), 0, "nothing reached the private receiver");
+    sink().deliver(&request(&receiver.url("/hook"), SECRET)).await.expect("allowed when configured");
+    receiver.single();
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_only_to_private_addresses_is_refused_by_the_resolver() {
+    use reqwest::dns::Resolve;
+    use std::str::FromStr;
+    let refused = sinks::egress::PublicOnly.resolve(reqwest::dns::Name::from_str("localhost").unwrap()).await;
+    let Err(error) = refused else { panic!("localhost resolves only to loopback addresses") };
+    assert!(sinks::egress::is_refusal(error.as_ref()), "{error}");
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use backon::Retryable;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -48,8 +49,7 @@ impl DeadLetterTopic {
         if let Some(field) = &refusal.field {
             headers = headers.insert(Header { key: "error.field", value: Some(field.as_str()) });
         }
-        let mut backoff = Duration::from_millis(100);
-        loop {
+        let send = || {
             let mut out = FutureRecord::to(&self.topic).headers(headers.clone());
             if let Some(key) = record.key() {
                 out = out.key(key);
@@ -57,24 +57,19 @@ impl DeadLetterTopic {
             if let Some(payload) = record.payload() {
                 out = out.payload(payload);
             }
-            let sent = tokio::select! {
-                sent = self.producer.send(out, Duration::from_secs(30)) => sent,
-                _ = shutdown.cancelled() => return false,
-            };
-            match sent {
-                Ok(_) => {
+            async move { self.producer.send(out, Duration::from_secs(30)).await.map_err(|(error, _)| error) }
+        };
+        let sent = send
+            .retry(super::retry_until_shutdown(Duration::from_millis(100), Duration::from_secs(5)))
+            .notify(|error, _| tracing::warn!(%error, topic = self.topic, "could not write to the dead-letter topic; retrying"));
+        tokio::select! {
+            sent = sent => {
+                if sent.is_ok() {
                     metrics::counter!("repdist_kafka_dead_lettered_total", "topic" => record.topic().to_string()).increment(1);
-                    return true;
                 }
-                Err((error, _)) => {
-                    tracing::warn!(%error, topic = self.topic, "could not write to the dead-letter topic; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                sent.is_ok()
             }
+            _ = shutdown.cancelled() => false,
         }
     }
 }

@@ -40,6 +40,14 @@ pub enum KafkaBusError {
     Topic { topic: String, reason: String },
 }
 
+/// The one retry policy of the bus: what it retries (an unaccepted report, an unapplied
+/// subscription change, a dead letter or outbox batch the broker did not take) must eventually
+/// succeed for its offset or row to move on, so it retries until shutdown, backing off up to
+/// `max` with jitter so several instances don't retry in step.
+pub(crate) fn retry_until_shutdown(min: Duration, max: Duration) -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default().with_min_delay(min).with_max_delay(max).with_jitter().without_max_times()
+}
+
 /// The running Kafka consumers; stopped by [`KafkaBus::shutdown`].
 pub struct KafkaBus {
     shutdown: CancellationToken,

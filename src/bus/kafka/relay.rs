@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::Retryable;
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -53,29 +54,20 @@ impl Topics {
 
 impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let round = || self.round();
         loop {
+            let published = round
+                .retry(super::retry_until_shutdown(Duration::from_millis(100), Duration::from_secs(5)))
+                .notify(|error, _| tracing::warn!(%error, "outbox relay: will retry"));
             let published = tokio::select! {
-                published = self.round() => published,
+                published = published => published.unwrap_or(0),
                 _ = shutdown.cancelled() => return,
             };
-            match published {
-                Ok(n) if n == BATCH as usize => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    tokio::select! {
-                        _ = self.doorbell.notified() => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "outbox relay: will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            if published < BATCH as usize {
+                tokio::select! {
+                    _ = self.doorbell.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.cancelled() => return,
                 }
             }
         }

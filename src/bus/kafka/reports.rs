@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::Retryable;
 use dataflows::report::ReportDistribution;
 use dataflows::validation::Validate;
 use futures::future::{BoxFuture, FutureExt};
@@ -149,30 +150,27 @@ async fn await_durable(
     first: tokio::sync::oneshot::Receiver<Result<ReportAck, RuntimeError>>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut answer = tokio::select! {
+    let answer = tokio::select! {
         answer = first => answer.unwrap_or(Err(RuntimeError::ShuttingDown)),
         _ = shutdown.cancelled() => return false,
     };
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match answer {
-            Ok(_) => {
-                metrics::counter!("repdist_kafka_reports_accepted_total").increment(1);
-                return true;
-            }
-            Err(RuntimeError::ShuttingDown) => return false,
-            Err(error) => {
-                tracing::warn!(%error, event_id = event.event_id, "report from kafka not accepted yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return false,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                answer = tokio::select! {
-                    answer = runtime.submit_report(event.clone()) => answer,
-                    _ = shutdown.cancelled() => return false,
-                };
+    let accepted = match answer {
+        Ok(_) => true,
+        Err(RuntimeError::ShuttingDown) => false,
+        Err(error) => {
+            tracing::warn!(%error, event_id = event.event_id, "report from kafka not accepted yet; retrying");
+            let resubmitted = (|| runtime.submit_report(event.clone()))
+                .retry(super::retry_until_shutdown(Duration::from_millis(50), Duration::from_secs(2)))
+                .when(|error| !matches!(error, RuntimeError::ShuttingDown))
+                .notify(|error, _| tracing::warn!(%error, event_id = event.event_id, "report from kafka not accepted yet; retrying"));
+            tokio::select! {
+                resubmitted = resubmitted => resubmitted.is_ok(),
+                _ = shutdown.cancelled() => false,
             }
         }
+    };
+    if accepted {
+        metrics::counter!("repdist_kafka_reports_accepted_total").increment(1);
     }
+    accepted
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::Retryable;
 use dataflows::subscription::{ReportSubscription, SubscriptionStatus};
 use dataflows::validation::Validate;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -104,32 +105,28 @@ impl SubscriptionConsumer {
                 return self.dead_letters.write(&record, &refusal, shutdown).await;
             }
         };
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let result = match self.version_to_apply(&change).await {
-                Ok(None) => return true,
-                Ok(Some(subscription)) => {
+        let apply = || async {
+            match self.version_to_apply(&change).await? {
+                None => Ok(()),
+                Some(subscription) => {
                     let key = crate::cache::keys::subscriptions(&subscription.subscriber_id);
                     let changed = self.runtime.apply_subscription_from_bus(subscription).await.map_err(|e| e.to_string());
                     self.cache.invalidate(&key).await;
                     changed
                 }
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(()) => {
-                    metrics::counter!("repdist_kafka_subscription_changes_total").increment(1);
-                    return true;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "subscription change from kafka not applied yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
             }
+        };
+        let applied = apply
+            .retry(super::retry_until_shutdown(Duration::from_millis(50), Duration::from_secs(2)))
+            .notify(|error, _| tracing::warn!(%error, "subscription change from kafka not applied yet; retrying"));
+        tokio::select! {
+            applied = applied => {
+                if applied.is_ok() {
+                    metrics::counter!("repdist_kafka_subscription_changes_total").increment(1);
+                }
+                applied.is_ok()
+            }
+            _ = shutdown.cancelled() => false,
         }
     }
 

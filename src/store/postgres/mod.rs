@@ -20,7 +20,9 @@ use super::codec::{corrupt, parse_json, to_datetime};
 use super::*;
 
 mod channels;
+mod digests;
 mod outbox;
+mod templates;
 mod write;
 
 #[derive(Clone, Debug)]
@@ -108,6 +110,7 @@ impl Store for PostgresStore {
         write::reports(&mut tx, batch, &mut outcome).await?;
         write::subscriptions(&mut tx, batch).await?;
         write::expansions(&mut tx, batch, &mut outcome).await?;
+        digests::write(&mut tx, batch).await?;
         write::attempts(&mut tx, batch).await?;
         write::retries_and_dead_letters(&mut tx, batch).await?;
         write::stats(&mut tx, batch).await?;
@@ -170,13 +173,16 @@ impl Store for PostgresStore {
         let report_id: String = row.try_get("report_id")?;
         // Ids come from the report, so an event for an already-published report shares its ids.
         // Byte order (COLLATE "C"), as the sequencer sorts a fresh answer.
-        let ids = sqlx::query_scalar(
+        let mut ids: Vec<String> = sqlx::query_scalar(
             "SELECT delivery_id FROM delivery_history WHERE event_id = $1 OR report_id = $2 ORDER BY delivery_id COLLATE \"C\"",
         )
         .bind(event_id)
-        .bind(report_id)
+        .bind(&report_id)
         .fetch_all(&self.pool)
         .await?;
+        ids.extend(digests::of_event(&self.pool, event_id, &report_id).await?);
+        ids.sort();
+        ids.dedup();
         Ok(Some(ids))
     }
 
@@ -335,6 +341,7 @@ impl Store for PostgresStore {
             let task: DeliveryTask = parse_json("pending delivery", &id, &row.try_get::<String, _>("task")?)?;
             state.pending_deliveries.push((task, row.try_get::<i64, _>("due")? as Time));
         }
+        state.pending_digest_members = digests::pending(&self.pool).await?;
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT GREATEST((SELECT MAX(accepted_at) FROM report_events), (SELECT MAX(changed_at) FROM subscription_versions),
                (SELECT MAX(due) FROM pending_deliveries), (SELECT MAX(dead_lettered_at) FROM dead_letters))",
@@ -359,6 +366,18 @@ impl Store for PostgresStore {
 
     async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError> {
         channels::set_enabled(&self.pool, channel_id, enabled).await
+    }
+
+    async fn email_templates(&self) -> Result<Vec<EmailTemplateRecord>, StoreError> {
+        templates::list(&self.pool).await
+    }
+
+    async fn put_email_template(&self, template: &EmailTemplateRecord) -> Result<(), StoreError> {
+        templates::put(&self.pool, template).await
+    }
+
+    async fn delete_email_template(&self, report_type: &str, locale: &str) -> Result<bool, StoreError> {
+        templates::delete(&self.pool, report_type, locale).await
     }
 
     async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {

@@ -19,7 +19,9 @@ use super::codec::{corrupt, parse_json, to_datetime};
 use super::*;
 
 mod channels;
+mod digests;
 mod outbox;
+mod templates;
 mod write;
 
 #[derive(Clone, Debug)]
@@ -112,6 +114,7 @@ impl Store for SqliteStore {
         write::reports(&mut tx, batch, &mut outcome).await?;
         write::subscriptions(&mut tx, batch).await?;
         write::expansions(&mut tx, batch, &mut outcome).await?;
+        digests::write(&mut tx, batch).await?;
         write::attempts(&mut tx, batch).await?;
         write::retries_and_dead_letters(&mut tx, batch).await?;
         write::stats(&mut tx, batch).await?;
@@ -175,11 +178,14 @@ impl Store for SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         // Ids come from the report, so an event for an already-published report shares its ids.
-        let ids = sqlx::query_scalar("SELECT delivery_id FROM delivery_history WHERE event_id = ? OR report_id = ? ORDER BY delivery_id")
+        let mut ids: Vec<String> = sqlx::query_scalar("SELECT delivery_id FROM delivery_history WHERE event_id = ? OR report_id = ? ORDER BY delivery_id")
             .bind(event_id)
-            .bind(report_id)
+            .bind(&report_id)
             .fetch_all(&self.reader)
             .await?;
+        ids.extend(digests::of_event(&self.reader, event_id, &report_id).await?);
+        ids.sort();
+        ids.dedup();
         Ok(Some(ids))
     }
 
@@ -330,6 +336,7 @@ impl Store for SqliteStore {
             let task: DeliveryTask = parse_json("pending delivery", &id, &row.try_get::<String, _>("task")?)?;
             state.pending_deliveries.push((task, row.try_get::<i64, _>("due")? as Time));
         }
+        state.pending_digest_members = digests::pending(&self.writer).await?;
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(t) FROM (SELECT MAX(accepted_at) AS t FROM report_events UNION ALL SELECT MAX(changed_at) FROM subscription_versions
              UNION ALL SELECT MAX(due) FROM pending_deliveries UNION ALL SELECT MAX(dead_lettered_at) FROM dead_letters)",
@@ -354,6 +361,18 @@ impl Store for SqliteStore {
 
     async fn set_channel_enabled(&self, channel_id: &str, enabled: bool) -> Result<Option<StoredChannel>, StoreError> {
         channels::set_enabled(&self.writer, channel_id, enabled).await
+    }
+
+    async fn email_templates(&self) -> Result<Vec<EmailTemplateRecord>, StoreError> {
+        templates::list(&self.reader).await
+    }
+
+    async fn put_email_template(&self, template: &EmailTemplateRecord) -> Result<(), StoreError> {
+        templates::put(&self.writer, template).await
+    }
+
+    async fn delete_email_template(&self, report_type: &str, locale: &str) -> Result<bool, StoreError> {
+        templates::delete(&self.writer, report_type, locale).await
     }
 
     async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {

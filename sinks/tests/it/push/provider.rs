@@ -18,6 +18,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// The fixture keys' directory, for the sinks crate's own tests (another crate including this module
+/// has its own manifest directory).
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/push");
 pub const CLIENT_EMAIL: &str = "repdist-push@repdist-test.iam.gserviceaccount.com";
 pub const PROJECT_ID: &str = "repdist-test";
@@ -93,11 +95,14 @@ impl Provider {
     pub async fn start() -> Provider {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("a bound address");
-        let read = |name: &str| std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture key");
+        // Compiled in, relative to this file, so the service's tests (`tests/it/push.rs`) can include
+        // this module from another crate.
+        let fcm_public = include_bytes!("../../fixtures/push/fcm-service-account-pub.pem");
+        let apns_public = include_bytes!("../../fixtures/push/apns-auth-pub.pem");
         let shared = Arc::new(Shared {
             token_uri: format!("http://{addr}/token"),
-            fcm_key: DecodingKey::from_rsa_pem(&read("fcm-service-account-pub.pem")).expect("RSA public key"),
-            apns_key: DecodingKey::from_ec_pem(&read("apns-auth-pub.pem")).expect("EC public key"),
+            fcm_key: DecodingKey::from_rsa_pem(fcm_public).expect("RSA public key"),
+            apns_key: DecodingKey::from_ec_pem(apns_public).expect("EC public key"),
             state: Mutex::default(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());

@@ -1,0 +1,110 @@
+//! Bad input at the decoders: arbitrary bytes, and valid records with one part broken (a field
+//! removed, a value of the wrong type, a string where an enum is expected), fed to the Kafka
+//! record decoders (which share the REST body decoder and validation). Each must answer, never
+//! panic: either a decoded value that passes validation, or a refusal with a message.
+
+use proptest::prelude::*;
+use repdist::bus::kafka::{reports, subscriptions};
+use serde_json::Value;
+
+use crate::helpers::{report, webhook_subscription};
+
+/// A JSON value of any shape, small.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every path to a value inside `value` (object keys and array indices).
+fn paths(value: &Value, prefix: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let path = format!("{prefix}/{key}");
+                out.push(path.clone());
+                paths(child, path, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let path = format!("{prefix}/{i}");
+                out.push(path.clone());
+                paths(child, path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `value` with the part at the `pick`-th path removed (`remove`) or replaced by `replacement`.
+fn mutate(mut value: Value, pick: usize, remove: bool, replacement: Value) -> Value {
+    let mut all = Vec::new();
+    paths(&value, String::new(), &mut all);
+    let path = &all[pick % all.len()];
+    let (parent, last) = path.rsplit_once('/').unwrap();
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) if remove => {
+            map.remove(last);
+        }
+        Some(Value::Array(items)) if remove => {
+            items.remove(last.parse::<usize>().unwrap());
+        }
+        _ => *value.pointer_mut(path).unwrap() = replacement,
+    }
+    value
+}
+
+fn valid_subscription() -> Value {
+    webhook_subscription("sub_prop", "client_prop", "https://example.com/hooks/p", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_are_refused_with_a_reason(bytes in prop::collection::vec(any::<u8>(), 0..256), key in prop::option::of(prop::collection::vec(any::<u8>(), 0..16))) {
+        if let Err(refusal) = reports::decode(Some(&bytes)) {
+            prop_assert!(!refusal.message.is_empty());
+        }
+        if let Err(refusal) = subscriptions::decode(key.as_deref(), Some(&bytes)) {
+            prop_assert!(!refusal.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_broken_report_is_refused_or_still_valid(pick in any::<usize>(), remove in any::<bool>(), replacement in any_json()) {
+        let broken = mutate(report("evt_prop", "report_prop"), pick, remove, replacement);
+        match reports::decode(Some(broken.to_string().as_bytes())) {
+            Ok(event) => prop_assert_eq!(event.event_id.is_empty(), false),
+            Err(refusal) => prop_assert!(!refusal.message.is_empty()),
+        }
+    }
+
+    #[test]
+    fn a_broken_subscription_is_refused_or_still_valid(pick in any::<usize>(), remove in any::<bool>(), replacement in any_json()) {
+        let broken = mutate(valid_subscription(), pick, remove, replacement);
+        let key = broken["subscription_id"].as_str().unwrap_or("sub_prop").to_string();
+        match subscriptions::decode(Some(key.as_bytes()), Some(broken.to_string().as_bytes())) {
+            Ok(_) => {}
+            Err(refusal) => prop_assert!(!refusal.message.is_empty()),
+        }
+    }
+}
+
+#[test]
+fn the_unbroken_records_decode() {
+    assert!(reports::decode(Some(report("evt_prop", "report_prop").to_string().as_bytes())).is_ok());
+    let subscription = valid_subscription().to_string();
+    assert!(subscriptions::decode(Some(b"sub_prop"), Some(subscription.as_bytes())).is_ok());
+}
