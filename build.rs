@@ -1,11 +1,11 @@
 //! Generates the gRPC server and client code from `proto/` with protox (a protobuf compiler in
 //! pure Rust), so building needs no system `protoc`. Also writes the encoded descriptor set that
 //! server reflection serves. Links the prebuilt libduckdb the analytics store uses (fetched once;
-//! see `analytics/duckdb_link.rs`), with its directory as the binaries' runtime search path.
+//! see `src/analytics/duckdb_link.rs`), with its directory as the binaries' runtime search path.
 
 use std::path::PathBuf;
 
-#[path = "analytics/duckdb_link.rs"]
+#[path = "src/analytics/duckdb_link.rs"]
 mod duckdb_link;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -388,13 +388,13 @@ impl Default for AnalyticsConfig {
 }
 
 impl AnalyticsConfig {
-    pub fn store_options(&self, data_dir: &Path) -> analytics::StoreOptions {
-        analytics::StoreOptions {
+    pub fn store_options(&self, data_dir: &Path) -> crate::analytics::StoreOptions {
+        crate::analytics::StoreOptions {
             dir: data_dir.to_path_buf(),
             threads: self.threads,
             memory_limit: self.memory_limit.clone(),
             queue_capacity: self.queue_capacity,
-            batching: analytics::Batching { max_rows: self.batch_rows, interval: self.flush_interval },
+            batching: crate::analytics::Batching { max_rows: self.batch_rows, interval: self.flush_interval },
         }
     }
 

@@ -3,6 +3,7 @@
 //! Layout: [`api`] (REST/WebSocket) and [`grpc`] → [`runtime`] (sequencer, workers, dispatcher) → [`store`]
 //! (durable state); the dataflow itself lives in the `dataflows` crate and the channels in `sinks`.
 
+pub mod analytics;
 pub mod api;
 pub mod bench;
 pub mod cache;

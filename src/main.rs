@@ -186,14 +186,14 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         None => None,
     };
     let what = match args.what {
-        ExportWhat::Deliveries => analytics::Export::Deliveries,
-        ExportWhat::Stats => analytics::Export::Stats,
+        ExportWhat::Deliveries => repdist::analytics::Export::Deliveries,
+        ExportWhat::Stats => repdist::analytics::Export::Stats,
     };
     let ExportFormat::Parquet = args.format;
     let (dir, out) = (args.data_dir.clone(), args.out.clone());
-    let rows = tokio::task::spawn_blocking(move || -> Result<usize, analytics::AnalyticsError> {
-        let conn = analytics::open_read_only(&dir)?;
-        analytics::export::to_parquet(&conn, what, since, &out)
+    let rows = tokio::task::spawn_blocking(move || -> Result<usize, repdist::analytics::AnalyticsError> {
+        let conn = repdist::analytics::open_read_only(&dir)?;
+        repdist::analytics::export::to_parquet(&conn, what, since, &out)
     })
     .await?
     .with_context(|| format!("exporting from {}", args.data_dir.display()))?;

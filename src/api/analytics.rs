@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use analytics::{Analysis, AnalyticsError, AnalyticsStore, Filter, Format, Limits, Tuning};
+use crate::analytics::{Analysis, AnalyticsError, AnalyticsStore, Filter, Format, Limits, Tuning};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

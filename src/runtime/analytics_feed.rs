@@ -15,9 +15,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use analytics::rows::{AttemptRow, DeadLetterRow, DeliveryRow, ErrorKind, StatsWindowRow};
-use analytics::windows::OpenWindows;
-use analytics::{AnalyticsStore, Chunk};
+use crate::analytics::rows::{AttemptRow, DeadLetterRow, DeliveryRow, ErrorKind, StatsWindowRow};
+use crate::analytics::windows::OpenWindows;
+use crate::analytics::{AnalyticsStore, Chunk};
 use dataflows::delivery::{AttemptResult, DeliveryTask};
 use dataflows::stats::{StatsKey, StatsRow};
 use dataflows::Time;

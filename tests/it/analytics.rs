@@ -2,7 +2,7 @@
 //! one failing once then recovering, one refusing with 404) and the dashboard, then the analyses,
 //! the SQL endpoint in its three formats, and `repdist export`, checked against the counts this
 //! test set up (latencies vary from run to run, so only their presence is checked here; the
-//! figures themselves are checked on a fixed data set in analytics/tests/analyses.rs).
+//! figures themselves are checked on a fixed data set in tests/analytics/main.rs).
 //!
 //! Two reports (PERFORMANCE 2025-06, RISK 2025-05), each to four deliveries:
 //! client_ok: API_WEBHOOK (204) + DASHBOARD_NOTIFICATION; client_flaky: API_WEBHOOK (503 once, then
@@ -12,8 +12,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ::analytics::arrow_ipc;
-use ::analytics::duckdb;
+use repdist::analytics::arrow_ipc;
+use repdist::analytics::duckdb;
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, report, webhook_subscription, TestServer};

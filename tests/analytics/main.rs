@@ -15,8 +15,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use analytics::rows::{AttemptRow, DeadLetterRow, DeliveryRow, ErrorKind, Micros, StatsWindowRow};
-use analytics::{Analysis, AnalyticsError, AnalyticsStore, Batching, Chunk, Filter, Format, Limits, StoreOptions, Tuning};
+use repdist::analytics;
+use repdist::analytics::rows::{AttemptRow, DeadLetterRow, DeliveryRow, ErrorKind, Micros, StatsWindowRow};
+use repdist::analytics::{Analysis, AnalyticsError, AnalyticsStore, Batching, Chunk, Filter, Format, Limits, StoreOptions, Tuning};
 use serde_json::{json, Value};
 
 const T10: Micros = 1_750_500_000_000_000; // 2025-06-21T10:00:00Z

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::AnalyticsError;
+use crate::analytics::AnalyticsError;
 
 pub fn with_deadline<T>(
     limit: Duration,

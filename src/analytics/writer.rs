@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use duckdb::Connection;
 
-use crate::rows::{self, AttemptRow, DeadLetterRow, DeliveryRow, Micros, StatsWindowRow};
-use crate::AnalyticsError;
+use crate::analytics::rows::{self, AttemptRow, DeadLetterRow, DeliveryRow, Micros, StatsWindowRow};
+use crate::analytics::AnalyticsError;
 
 /// What one commit of the service adds.
 #[derive(Clone, Debug, Default)]

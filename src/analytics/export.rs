@@ -5,9 +5,9 @@ use std::path::Path;
 
 use duckdb::Connection;
 
-use crate::query::quote_literal;
-use crate::rows::Micros;
-use crate::AnalyticsError;
+use crate::analytics::query::quote_literal;
+use crate::analytics::rows::Micros;
+use crate::analytics::AnalyticsError;
 
 /// What to export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

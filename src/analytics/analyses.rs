@@ -15,8 +15,8 @@
 use duckdb::types::Value;
 use duckdb::Connection;
 
-use crate::rows::Micros;
-use crate::AnalyticsError;
+use crate::analytics::rows::Micros;
+use crate::analytics::AnalyticsError;
 
 /// Which analysis; the names are the URL's `{name}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

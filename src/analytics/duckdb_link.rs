@@ -1,5 +1,4 @@
-//! Shared by the build scripts of every package whose binaries or tests link DuckDB (this crate and
-//! the `repdist` package): finds the prebuilt libduckdb.so (fetching it once through
+//! Used by the `repdist` package's build script (not a module of the crate): finds the prebuilt libduckdb.so (fetching it once through
 //! `scripts/duckdb`), adds its directory to the link search path, and records it as the runtime
 //! search path (rpath), so binaries run without LD_LIBRARY_PATH. The rpath is the cache directory
 //! (outside the clone), so a binary keeps working after its clone is gone.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use duckdb::Connection;
 
-use crate::deadline::with_deadline;
-use crate::{guard, AnalyticsError};
+use crate::analytics::deadline::with_deadline;
+use crate::analytics::{guard, AnalyticsError};
 
 /// How the answer is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 
 use duckdb::Connection;
 
-use crate::AnalyticsError;
+use crate::analytics::AnalyticsError;
 
 /// Checks that `sql` is exactly one SELECT statement and returns it as DuckDB renders it.
 pub fn single_select(conn: &Connection, sql: &str) -> Result<String, AnalyticsError> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::rows::{Micros, StatsWindowRow};
+use crate::analytics::rows::{Micros, StatsWindowRow};
 
 #[derive(Debug)]
 pub struct OpenWindows {
