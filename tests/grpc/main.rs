@@ -3,6 +3,7 @@
 
 mod foreign;
 mod helpers;
+mod slow_client;
 #[path = "../it/helpers.rs"]
 #[allow(dead_code)]
 mod it_helpers;
@@ -15,7 +16,7 @@ use tonic::Code;
 
 use helpers::{dashboard_subscription, report, TestServer};
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_subscription_made_over_grpc_streams_reports_published_over_rest() {
@@ -114,7 +115,7 @@ async fn streams_select_by_report_type_and_refuse_empty_selections() {
 }
 
 /// Reads until the DELIVERED update of `report_id`; returns everything read.
-async fn read_until_delivered(stream: &mut tonic::Streaming<proto::ReportMessage>, report_id: &str) -> Vec<proto::ReportMessage> {
+pub(crate) async fn read_until_delivered(stream: &mut tonic::Streaming<proto::ReportMessage>, report_id: &str) -> Vec<proto::ReportMessage> {
     let mut seen = Vec::new();
     loop {
         let message = tokio::time::timeout(WAIT, stream.message()).await.expect("in time").expect("no error").expect("open");
