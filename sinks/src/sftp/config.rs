@@ -28,6 +28,11 @@ pub struct SftpConfig {
     /// sessions per user (OpenSSH's `MaxStartups`, hosted SFTP plans); further deliveries to the same
     /// server wait for a slot, within their deadline.
     pub max_sessions_per_host: usize,
+    /// How long a session stays open after an upload, waiting for the next upload to the same
+    /// server and account (see `pool`). Saves the SSH handshake for a busy server; `"0s"` closes
+    /// every session after its upload.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Bytes per SFTP write request. Larger chunks mean fewer round trips; at most [`MAX_CHUNK_SIZE`],
     /// and lowered further when the server announces a smaller limit (`limits@openssh.com`).
     pub chunk_size: usize,
@@ -43,6 +48,7 @@ impl Default for SftpConfig {
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),
             max_sessions_per_host: 4,
+            idle_timeout: Duration::from_secs(30),
             chunk_size: 32 * 1024,
             writes_in_flight: 16,
         }

@@ -57,6 +57,11 @@ pub(crate) struct SftpConnection {
 }
 
 impl SftpConnection {
+    /// The SSH connection ended (the server closed it, or it failed); such a session is not kept.
+    pub fn is_closed(&self) -> bool {
+        self.ssh.is_closed()
+    }
+
     /// Ends the session politely. Failing to do so is harmless: the upload is already complete, and
     /// dropping the handle closes the connection anyway.
     pub async fn close(self) {

@@ -1,8 +1,8 @@
 //! SFTP: the report file and a JSON manifest uploaded to the subscriber's SFTP server, over SSH with a
 //! pinned host key.
 //!
-//! One attempt connects, checks the host key, authenticates (password or private key), makes sure the
-//! directory exists, uploads the report file (when the delivery has one; a digest's every report
+//! One attempt connects (or takes the idle session of its server and account, see `pool`), checks
+//! the host key, authenticates (password or private key), makes sure the directory exists, uploads the report file (when the delivery has one; a digest's every report
 //! file) and then the manifest (the request payload, the JSON envelope every channel sends), each
 //! through a part file renamed into place. The manifest goes last, so a reader that waits for it
 //! always finds every file it names. A retry writes the same names again and replaces them.
@@ -10,6 +10,7 @@
 //! - `config`: dial, keepalive, sessions per server, chunking;
 //! - `host_key`: parsing pins and comparing presented keys;
 //! - `connection`: SSH handshake, authentication, the `sftp` subsystem, their error classes;
+//! - `pool`: idle sessions kept for the next upload to the same server and account;
 //! - `upload`: directories, part files, renames, SFTP status classes;
 //! - this file: the destination's credentials and the delivery.
 //!
@@ -18,11 +19,13 @@
 mod config;
 mod connection;
 mod host_key;
+mod pool;
 mod upload;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,7 +36,8 @@ use tokio::sync::Semaphore;
 pub use config::{SftpConfig, SftpSetupError, MAX_CHUNK_SIZE};
 pub use host_key::{HostKeyPin, InvalidHostKey};
 
-use connection::{Credentials, Target};
+use connection::{Credentials, SftpConnection, Target};
+use pool::{SessionKey, SessionPool};
 use upload::Remote;
 
 use crate::{DeliveryRequest, Destination, Receipt, Sink, SinkError};
@@ -61,10 +65,12 @@ impl fmt::Debug for SftpAuth {
 
 /// Uploads to SFTP servers. Holds the channel's settings and one semaphore per `host:port`, so that
 /// deliveries to one server never hold more than `max_sessions_per_host` sessions at once however
-/// many run in parallel. Each attempt opens its own connection.
+/// many run in parallel, and the idle sessions kept between uploads.
 pub struct SftpSink {
     config: SftpConfig,
     sessions_per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
+    idle: SessionPool,
+    opened: AtomicU64,
 }
 
 impl SftpSink {
@@ -74,7 +80,13 @@ impl SftpSink {
     /// Fails on an invalid `config`, naming the key.
     pub fn new(config: SftpConfig) -> Result<Self, SftpSetupError> {
         config.validate()?;
-        Ok(SftpSink { config, sessions_per_host: Mutex::new(HashMap::new()) })
+        let idle = SessionPool::new(config.idle_timeout, config.max_sessions_per_host);
+        Ok(SftpSink { config, sessions_per_host: Mutex::new(HashMap::new()), idle, opened: AtomicU64::new(0) })
+    }
+
+    /// SSH sessions this sink has opened so far (the rest of its uploads reused one).
+    pub fn sessions_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 
     fn session_slots(&self, endpoint: &str) -> Arc<Semaphore> {
@@ -210,16 +222,22 @@ impl SftpSink {
         // Waiting for a slot counts against the deadline, like any other part of the attempt.
         let _slot = slots.acquire_owned().await.map_err(|_| SinkError::transient("the sftp sink is shutting down"))?;
 
-        let connection = connection::open(&self.config, plan.target).await?;
-        let remote = Remote::new(
-            connection.sftp.clone(),
-            &connection.extensions,
-            &endpoint,
-            self.config.chunk_size,
-            self.config.writes_in_flight,
-        )
-        .await;
-        remote.ensure_directory(plan.directory).await?;
+        let key = SessionKey::of(&plan.target);
+        let (connection, remote) = match self.idle.take(&key) {
+            // The first request also tells whether the server still has the kept session.
+            Some(kept) => match self.ready(kept, plan.directory, &endpoint).await {
+                Ok(ready) => ready,
+                Err(error) => {
+                    tracing::debug!(%endpoint, %error, "the kept sftp session is unusable; opening a new one");
+                    let fresh = self.open(plan.target).await?;
+                    self.ready(fresh, plan.directory, &endpoint).await?
+                }
+            },
+            None => {
+                let fresh = self.open(plan.target).await?;
+                self.ready(fresh, plan.directory, &endpoint).await?
+            }
+        };
         let (mut files, mut bytes) = (0, 0);
         for (file, name) in plan.reports {
             bytes += remote.put(file, plan.directory, name, &plan.delivery).await?;
@@ -228,8 +246,33 @@ impl SftpSink {
         bytes += remote.put(payload, plan.directory, &plan.manifest_name, &plan.delivery).await?;
         files += 1;
         drop(remote);
-        connection.close().await;
+        self.idle.put(key, connection).await;
         Ok((files, bytes))
+    }
+
+    async fn open(&self, target: Target<'_>) -> Result<SftpConnection, SinkError> {
+        let connection = connection::open(&self.config, target).await?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(connection)
+    }
+
+    /// The session with what its server supports, and the delivery's directory made sure of.
+    async fn ready<'e>(
+        &self,
+        connection: SftpConnection,
+        directory: &str,
+        endpoint: &'e str,
+    ) -> Result<(SftpConnection, Remote<'e>), SinkError> {
+        let remote = Remote::new(
+            connection.sftp.clone(),
+            &connection.extensions,
+            endpoint,
+            self.config.chunk_size,
+            self.config.writes_in_flight,
+        )
+        .await;
+        remote.ensure_directory(directory).await?;
+        Ok((connection, remote))
     }
 }
 

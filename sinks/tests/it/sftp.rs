@@ -408,6 +408,45 @@ async fn deliveries_to_one_server_share_its_session_slots() {
 }
 
 #[tokio::test]
+async fn uploads_to_one_server_reuse_its_session_and_replace_one_the_server_dropped() {
+    let fixture = Fixture::start();
+    let sink = sink();
+    let upload = |i: usize| {
+        let mut request = fixture.request(&fixture.sshd.upload_dir(), None);
+        request.idempotency_key = format!("dlv_{i}");
+        request
+    };
+    sink.deliver(&upload(0)).await.expect("first upload");
+    sink.deliver(&upload(1)).await.expect("second upload");
+    assert_eq!(sink.sessions_opened(), 1, "the second upload used the first one's session");
+
+    // The server drops the kept session; the next upload finds out before sending and reconnects.
+    fixture.sshd.drop_connections();
+    sink.deliver(&upload(2)).await.expect("upload after the server dropped the session");
+    assert_eq!(sink.sessions_opened(), 2);
+    assert_eq!(listing(&fixture.sshd.upload_dir()), names(&["dlv_0.json", "dlv_1.json", "dlv_2.json"]));
+
+    // Another account on the same server never gets that session.
+    let keys = tempfile::tempdir().expect("temp dir");
+    let other = KeyPair::generate(keys.path(), "other", "");
+    let request = set_auth(upload(3), SftpAuth::PrivateKey { pem: other.private_pem.clone(), passphrase: None });
+    assert!(matches!(sink.deliver(&request).await, Err(SinkError::Permanent { .. })), "an unknown key is refused, not let in by a kept session");
+    assert_eq!(sink.sessions_opened(), 2, "a refused handshake opens no session");
+}
+
+#[tokio::test]
+async fn without_an_idle_timeout_every_upload_opens_its_own_session() {
+    let fixture = Fixture::start();
+    let sink = SftpSink::new(SftpConfig { idle_timeout: Duration::ZERO, ..Default::default() }).expect("valid");
+    for i in 0..2 {
+        let mut request = fixture.request(&fixture.sshd.upload_dir(), None);
+        request.idempotency_key = format!("dlv_{i}");
+        sink.deliver(&request).await.expect("upload");
+    }
+    assert_eq!(sink.sessions_opened(), 2);
+}
+
+#[tokio::test]
 async fn another_channels_destination_is_permanent() {
     let fixture = Fixture::start();
     let mut wrong = fixture.request(&fixture.sshd.upload_dir(), None);

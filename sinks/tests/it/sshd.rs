@@ -122,6 +122,13 @@ impl Sshd {
         panic!("sshd found no free port in 5 tries");
     }
 
+    /// Kills the server's per-connection processes (not the listener): every open session ends as
+    /// if the server had dropped it, and new connections are still accepted.
+    pub fn drop_connections(&self) {
+        let status = Command::new("pkill").args(["-KILL", "-P", &self.process.id().to_string()]).status().expect("pkill runs");
+        assert!(status.success(), "no sshd session process to kill");
+    }
+
     /// sshd's log so far, for failure messages.
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("sshd.log"))
