@@ -43,6 +43,7 @@ pub struct Server {
     http: JoinHandle<std::io::Result<()>>,
     grpc: crate::grpc::GrpcServer,
     endpoint_status: JoinHandle<()>,
+    queue_snapshot: JoinHandle<()>,
 }
 
 /// Opens the store, replays unfinished work, and starts serving.
@@ -76,6 +77,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     .await?;
     let stop_http = CancellationToken::new();
     let endpoint_status = api::endpoints::publish_status(state.clone(), stop_http.clone());
+    let queue_snapshot = crate::runtime::queue_snapshot::publish(runtime.endpoints().clone(), cache.clone(), stop_http.clone());
     let stop = stop_http.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
@@ -87,7 +89,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         }
         None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), cache = cache.backend_name(), "repdist serving"),
     }
-    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc, endpoint_status })
+    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc, endpoint_status, queue_snapshot })
 }
 
 impl Server {
@@ -108,6 +110,7 @@ impl Server {
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.stop_http.cancel();
         let _ = self.endpoint_status.await;
+        let _ = self.queue_snapshot.await;
         // Ends WebSocket and gRPC update streams (close code 1001), which would otherwise hold
         // their connections, and with them the graceful stop, open.
         self.runtime.hub().close();
@@ -138,6 +141,7 @@ impl Server {
         self.bus.abort();
         self.http.abort();
         self.endpoint_status.abort();
+        self.queue_snapshot.abort();
         self.grpc.abort();
         drop(self.runtime);
     }

@@ -8,6 +8,9 @@ use std::time::Duration;
 pub const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(3600);
 /// A channel config with its enabled flag. Written on create, enable and disable.
 pub const CHANNEL_STATUS_TTL: Duration = Duration::from_secs(300);
+/// A snapshot of the deliveries waiting at one priority (see `runtime::queue_snapshot`), rewritten
+/// every few seconds while any wait.
+pub const DELIVERY_QUEUE_TTL: Duration = Duration::from_secs(1800);
 /// One report type's stats windows, written each time `GET /stats` computes them.
 pub const DIST_METRICS_TTL: Duration = Duration::from_secs(900);
 
@@ -25,6 +28,10 @@ pub fn subscriptions(subscriber_id: &str) -> String {
 
 pub fn channel_status(channel_id: &str) -> String {
     format!("channel_status:{channel_id}")
+}
+
+pub fn delivery_queue(priority: i32) -> String {
+    format!("delivery_queue:{priority}")
 }
 
 pub fn dist_metrics(report_type: &str) -> String {

@@ -65,6 +65,11 @@ impl DispatchQueue {
         self.len() == 0
     }
 
+    /// Waiting tasks by priority: their number and the `oldest` (see [`Lanes::waiting_by_priority`]).
+    pub fn waiting_by_priority(&self, oldest: usize) -> std::collections::BTreeMap<i32, (usize, Vec<DeliveryTask>)> {
+        self.lanes().waiting_by_priority(oldest)
+    }
+
     /// Every endpoint with its limits, breaker state and queue.
     pub fn endpoints(&self) -> Vec<LaneStatus> {
         self.lanes().statuses()

@@ -11,6 +11,7 @@ pub mod dispatcher;
 pub mod endpoints;
 pub mod hub;
 pub mod outbox;
+pub mod queue_snapshot;
 mod recovery;
 mod render;
 pub mod sequencer;
@@ -291,7 +292,7 @@ async fn open_analytics(config: &Config) -> Option<Arc<AnalyticsFeed>> {
         return None;
     }
     let options = config.analytics.store_options(&config.data_dir);
-    let opened = tokio::task::spawn_blocking(move || analytics::AnalyticsStore::open(options, Duration::from_secs(2))).await;
+    let opened = tokio::task::spawn_blocking(move || crate::analytics::AnalyticsStore::open(options, Duration::from_secs(2))).await;
     match opened {
         Ok(Ok(store)) => Some(Arc::new(AnalyticsFeed::new(Arc::new(store), config.stats_window.as_micros() as u64))),
         Ok(Err(error)) => {

@@ -284,3 +284,88 @@ async fn stats_are_published_per_report_type() {
     assert!(ttl > 800_000 && ttl <= 900_000, "15 min TTL, PTTL {ttl}");
     api.server.shutdown().await.unwrap();
 }
+
+/// A webhook receiver that accepts connections and never answers: the first attempt to it stays
+/// under way, and with one attempt allowed per endpoint the rest wait in the dispatcher's queue.
+async fn hanging_receiver() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn waiting_deliveries_are_published_by_priority_without_their_destinations() {
+    let url = redis_url().await;
+    let prefix = unique_prefix();
+    let (redis_url_for_server, prefix_for_server) = (url.clone(), prefix.clone());
+    let (receiver, _receiver) = hanging_receiver().await;
+    let api = TestServer::start(move |c| {
+        c.cache.redis_url = Some(redis_url_for_server);
+        c.cache.key_prefix = prefix_for_server;
+        c.delivery.endpoints.max_concurrency = 1;
+        c.delivery.attempt_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let webhook = json!({
+        "subscription_id": "hook-1",
+        "subscriber_id": "client_q",
+        "report_types": ["PERFORMANCE_REPORT"],
+        "delivery_preferences": {
+            "channels": ["API_WEBHOOK"],
+            "notification_settings": {"webhook": {"url": format!("http://{receiver}/hook"), "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
+        }
+    });
+    let (status, body) = api.send(reqwest::Method::POST, "/api/v1/reporting/subscribe", Some(&webhook)).await;
+    assert_eq!(status, 201, "{body}");
+    // The first report's attempt hangs; the next four wait: two at priority 2, two at priority 9.
+    for (i, priority) in [(0, 2), (1, 2), (2, 9), (3, 2), (4, 9)] {
+        let report = json!({
+            "event_id": format!("evt-q{i}"),
+            "timestamp": "2025-06-21T10:00:00.000Z",
+            "data_type": "PERFORMANCE_REPORT",
+            "report_data": {
+                "report_id": format!("rep-q{i}"), "report_type": "PERFORMANCE_REPORT", "portfolio_id": "portfolio_001",
+                "report_period": "2025-06", "file_path": "/reports/p.pdf", "file_size_bytes": 1
+            },
+            "routing": {"topic": "t", "routing_key": "k", "target_subscribers": [], "delivery_channels": [], "priority": 1},
+            "metadata": {"source_service": "s", "delivery_priority": priority, "encryption_required": false, "retention_days": 90}
+        });
+        let (status, ack) = api.send(reqwest::Method::POST, "/api/v1/reporting/deliver", Some(&report)).await;
+        assert_eq!(status, 202, "{ack}");
+    }
+
+    let mut direct = redis_connection(&url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (low, high) = loop {
+        let low = redis_get(&mut direct, &format!("{prefix}delivery_queue:2")).await;
+        let high = redis_get(&mut direct, &format!("{prefix}delivery_queue:9")).await;
+        if let (Some(low), Some(high)) = (low, high) {
+            let (low, high): (Value, Value) = (serde_json::from_slice(&low).unwrap(), serde_json::from_slice(&high).unwrap());
+            if low["waiting"].as_u64().unwrap() + high["waiting"].as_u64().unwrap() == 4 {
+                break (low, high);
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no delivery_queue entries with the four waiting deliveries after 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reports = |entry: &Value| -> Vec<String> {
+        entry["tasks"].as_array().unwrap().iter().map(|t| t["report_id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!((low["priority"].as_i64(), low["waiting"].as_u64()), (Some(2), Some(2)), "{low}");
+    assert_eq!(reports(&low), ["rep-q1", "rep-q3"], "longest waiting first: {low}");
+    assert_eq!((high["priority"].as_i64(), high["waiting"].as_u64()), (Some(9), Some(2)), "{high}");
+    assert_eq!(reports(&high), ["rep-q2", "rep-q4"]);
+    assert_eq!(high["tasks"][0]["channel"], "API_WEBHOOK");
+    assert_eq!(high["tasks"][0]["subscriber_id"], "client_q");
+    let raw = serde_json::to_string(&high).unwrap() + &serde_json::to_string(&low).unwrap();
+    assert!(!raw.contains("whsec_") && !raw.contains("/hook"), "no destination in the cache: {raw}");
+    let ttl: i64 = redis::cmd("PTTL").arg(format!("{prefix}delivery_queue:9")).query_async(&mut direct).await.unwrap();
+    assert!(ttl > 1_700_000 && ttl <= 1_800_000, "30 min TTL, PTTL {ttl}");
+    api.server.abort();
+}

@@ -12,7 +12,7 @@
 //! none past `delivery.max_outstanding`), and an idle lane is forgotten after [`IDLE_LANE_TTL`].
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::Duration;
 
 use dataflows::delivery::DeliveryTask;
@@ -282,6 +282,28 @@ impl Lanes {
             .collect();
         statuses.sort_by(|a, b| a.key.cmp(&b.key));
         statuses
+    }
+
+    /// Waiting tasks by priority: how many there are, and the `oldest` that have waited longest
+    /// (longest first). One pass over the queues; only those kept are cloned.
+    pub fn waiting_by_priority(&self, oldest: usize) -> BTreeMap<i32, (usize, Vec<DeliveryTask>)> {
+        let mut by_priority: BTreeMap<i32, Vec<&Queued>> = BTreeMap::new();
+        let queued = self.unkeyed.iter().chain(self.lanes.values().flat_map(|lane| lane.waiting.iter()));
+        for entry in queued {
+            by_priority.entry(entry.priority).or_default().push(entry);
+        }
+        by_priority
+            .into_iter()
+            .map(|(priority, mut entries)| {
+                let waiting = entries.len();
+                if entries.len() > oldest {
+                    entries.select_nth_unstable_by_key(oldest, |entry| entry.sequence);
+                    entries.truncate(oldest);
+                }
+                entries.sort_unstable_by_key(|entry| entry.sequence);
+                (priority, (waiting, entries.into_iter().map(|entry| entry.task.clone()).collect()))
+            })
+            .collect()
     }
 
     fn fire_timers(&mut self, now: Instant) {
