@@ -89,6 +89,8 @@ pub(super) struct LoopState {
     pub carry_outcomes: Vec<DeliveryOutcome>,
     /// Digest members and due digests of SCHEDULED subscriptions (see `digests.rs`).
     pub digests: super::digests::Digests,
+    /// When the workers' time was last moved on by a turn that carried nothing (see [`IDLE_TICK`]).
+    pub last_idle_advance: Option<std::time::Instant>,
 }
 
 /// Replies owed to API callers once the turn's batch is durable.
@@ -106,21 +108,28 @@ enum Wake {
     Shutdown,
 }
 
-/// How often the loop turns with nothing arriving, so retries due in dataflow time are released.
+/// How often the loop turns with nothing arriving while deliveries are under way, so retries due
+/// in dataflow time are released on time.
 const TICK: Duration = Duration::from_millis(2);
+/// The same with nothing under way: time still moves on (stats windows close, digests fall due)
+/// but the workers are not woken 500 times a second for nothing. Moving the workers' time makes
+/// them report progress, which wakes this loop again; pacing the advances of empty turns is what
+/// keeps an idle service idle.
+const IDLE_TICK: Duration = Duration::from_millis(100);
 
 impl Sequencer {
     pub async fn run(mut self, shutdown: CancellationToken, dispatcher_done: CancellationToken) -> Result<(), RuntimeError> {
         let mut shutting_down = false;
         loop {
             let admitting = !shutting_down && self.state.outstanding < self.max_outstanding;
+            let tick = self.tick();
             let wake = tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !shutting_down => Wake::Shutdown,
                 Some(event) = self.events.recv() => Wake::Event(event),
                 Some(done) = self.finished.recv() => Wake::Finished(done),
                 Some(command) = self.commands.recv(), if admitting => Wake::Command(command),
-                _ = tokio::time::sleep(TICK) => Wake::Tick,
+                _ = tokio::time::sleep(tick) => Wake::Tick,
             };
             if let Wake::Shutdown = wake {
                 shutting_down = true;
@@ -206,7 +215,11 @@ impl Sequencer {
             }
         }
         if batch.is_empty() && dispatch.is_empty() && outcomes.is_empty() {
-            self.workers.advance_all(time);
+            let tick = self.tick();
+            if self.state.last_idle_advance.is_none_or(|last| last.elapsed() >= tick) {
+                self.state.last_idle_advance = Some(std::time::Instant::now());
+                self.workers.advance_all(time);
+            }
             return Ok(());
         }
         let commit_started = std::time::Instant::now();
@@ -322,6 +335,15 @@ impl Sequencer {
         }
         self.views.set_outstanding(self.state.outstanding, self.dispatch.len());
         Ok(())
+    }
+
+    /// How often an empty turn moves the workers' time on.
+    fn tick(&self) -> Duration {
+        if self.state.outstanding > 0 || !self.state.awaiting.is_empty() {
+            TICK
+        } else {
+            IDLE_TICK
+        }
     }
 
     fn take_finished(&mut self, done: FinishedAttempt, time: Time, batch: &mut WriteBatch, outcomes: &mut Vec<DeliveryOutcome>) {
