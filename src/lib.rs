@@ -4,6 +4,7 @@
 //! (durable state); the dataflow itself lives in the `dataflows` crate and the channels in `sinks`.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod bus;
