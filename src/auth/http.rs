@@ -3,7 +3,7 @@
 //! answers 403 to a role the route is not for. WebSocket clients that cannot set headers may pass
 //! the credential as the `token` query parameter of `/stream`.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, OriginalUri, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -51,7 +51,9 @@ fn credential(request: &Request, route: &str) -> Option<String> {
 pub async fn require(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_string();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| request.uri().path().to_string());
-    let target = format!("{method} {}", request.uri().path());
+    // The path as the client sent it (inside the nested router `uri()` lacks the prefix).
+    let path = request.extensions().get::<OriginalUri>().map(|u| u.path().to_string()).unwrap_or_else(|| request.uri().path().to_string());
+    let target = format!("{method} {path}");
     let auth = &app.auth;
     let principal = match auth.authenticate(credential(&request, &route).as_deref()).await {
         Ok(principal) => principal,
