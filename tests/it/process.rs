@@ -42,10 +42,6 @@ impl Serve {
         Serve { child, base, key }
     }
 
-    /// A client that sends the admin key.
-    pub fn client(&self) -> reqwest::Client {
-        crate::helpers::client_with(Some(&self.key))
-    }
 
     /// SIGKILL, then reap the process.
     pub fn kill(mut self) {
