@@ -55,6 +55,8 @@ pub struct Config {
     pub push: sinks::PushConfig,
     /// The analytics store (DuckDB under `data_dir`), its analyses and the operators' SQL endpoint.
     pub analytics: AnalyticsConfig,
+    /// Credentials: API keys (always) and, optionally, JWT bearer tokens.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,66 @@ impl Default for Config {
             chat: sinks::ChatConfig::default(),
             push: sinks::PushConfig::default(),
             analytics: AnalyticsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Who may call the APIs. Every REST, gRPC and WebSocket call carries `Authorization: Bearer
+/// <credential>`: an API key (`repdist keys create`), or a JWT when `[auth.jwt]` is configured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When no API key exists at start, create an admin key, print it once and write it to
+    /// `DATA_DIR/admin.key` (mode 0600): the embedded default stays usable without a setup step.
+    pub bootstrap_admin_key: bool,
+    /// JWT bearer tokens; off unless this table is present. Not serialized: it may hold a secret.
+    #[serde(skip_serializing)]
+    pub jwt: Option<JwtConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { bootstrap_admin_key: true, jwt: None }
+    }
+}
+
+/// How JWTs are verified and what their claims mean. Exactly one key source: `jwks_file`,
+/// `public_key_file` (PEM: RSA, EC or Ed25519) or `secret` (HMAC, at least 32 bytes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    pub jwks_file: Option<PathBuf>,
+    pub public_key_file: Option<PathBuf>,
+    pub secret: Option<String>,
+    /// Accepted `alg` values, e.g. `["RS256"]`. Default: RS256, ES256 and EdDSA with a public key or
+    /// JWKS, HS256 with a secret.
+    pub algorithms: Vec<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// The claim holding the role: `admin`, `publisher` or `subscriber`.
+    pub role_claim: String,
+    /// The claim holding the subscriber id (required when the role is `subscriber`).
+    pub subscriber_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            jwks_file: None,
+            public_key_file: None,
+            secret: None,
+            algorithms: Vec::new(),
+            issuer: None,
+            audience: None,
+            role_claim: "role".to_string(),
+            subscriber_claim: "subscriber_id".to_string(),
+            leeway: Duration::from_secs(30),
         }
     }
 }
@@ -501,6 +563,13 @@ impl Config {
         }
         if let Err((key, message)) = self.analytics.validate() {
             return invalid(key, message);
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if let Err(e) = crate::auth::jwt::JwtVerifier::new(jwt) {
+                let message = e.to_string();
+                let (key, message) = message.split_once(": ").unwrap_or(("auth.jwt", &message));
+                return invalid(key, message);
+            }
         }
         if self.storage.pool_size == 0 {
             return invalid("storage.pool_size", "must be at least 1");

@@ -5,6 +5,7 @@
 
 pub mod analytics;
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod bus;

@@ -30,6 +30,47 @@ enum Command {
     /// Write delivery history (one row per attempt outcome) or the distribution_stats windows from
     /// the analytics store under a data directory to a Parquet file.
     Export(ExportArgs),
+    /// API keys: create (prints the key, once), list, revoke. Works beside a running server.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (only its hash is stored: it cannot be shown again).
+    Create {
+        #[command(flatten)]
+        target: KeyStoreArgs,
+        #[arg(long, value_parser = ["admin", "publisher", "subscriber"])]
+        role: String,
+        /// The subscriber a `subscriber` key acts for (required for that role only).
+        #[arg(long)]
+        subscriber: Option<String>,
+    },
+    /// List keys (never the secrets), revoked ones included.
+    List {
+        #[command(flatten)]
+        target: KeyStoreArgs,
+    },
+    /// Revoke a key by its id (`key_...`): it authenticates nothing from now on.
+    Revoke {
+        #[command(flatten)]
+        target: KeyStoreArgs,
+        key_id: String,
+    },
+}
+
+/// Which store holds the keys: as `serve` finds it (config file, REPDIST_DATABASE_URL), or the
+/// SQLite database under --data-dir, or the PostgreSQL at --database-url.
+#[derive(clap::Args)]
+struct KeyStoreArgs {
+    /// A TOML configuration file (default: ./repdist.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, conflicts_with = "data_dir")]
+    database_url: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +161,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Bench(command) => repdist::bench::run(command).await,
+            Command::Keys(command) => keys(command).await,
         }
     })
 }
@@ -127,6 +169,7 @@ fn main() -> anyhow::Result<()> {
 fn default_log_filter(command: &Command) -> &'static str {
     match command {
         Command::Serve(_) | Command::Migrate(_) | Command::Export(_) => "info",
+        Command::Keys(_) => "warn",
         Command::Demo(_) => "warn",
         // Under saturation SQLite reads wait for a connection; one warning per wait would bury the figures.
         Command::Bench(_) => "warn,sqlx::pool::acquire=error",
@@ -151,7 +194,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.analytics.sql_enabled = true;
     }
     config.validate()?;
+    let data_dir = config.data_dir.clone();
     let server = repdist::server::start(config).await.context("starting repdist")?;
+    if let Some(key) = server.bootstrap_admin_key() {
+        // Once, on stderr: stdout's first line is the address scripts wait for.
+        eprintln!(
+            "no API key existed: created an admin key (also written to {}): {key}",
+            data_dir.join(repdist::auth::ADMIN_KEY_FILE).display()
+        );
+    }
     // Tests and scripts read the bound address from this line (useful with port 0).
     println!("listening on http://{}", server.http_addr());
     // Only one line: scripts read it and close the pipe. The gRPC address is in the log ("gRPC serving").
@@ -177,6 +228,57 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     };
     repdist::store::open(&config).await.with_context(|| format!("migrating {target}"))?;
     println!("migrated {target}");
+    Ok(())
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use repdist::store::{AuditEntry, Role};
+    let target = match &command {
+        KeysCommand::Create { target, .. } | KeysCommand::List { target } | KeysCommand::Revoke { target, .. } => target,
+    };
+    let mut config = Config::load(target.config.as_deref())?;
+    if let Some(url) = &target.database_url {
+        config.storage.database_url = Some(url.clone());
+    }
+    if let Some(dir) = &target.data_dir {
+        config.data_dir = dir.clone();
+        config.storage.database_url = None;
+    }
+    config.validate()?;
+    let store = repdist::store::open(&config).await.context("opening the store")?;
+    match command {
+        KeysCommand::Create { role, subscriber, .. } => {
+            let role = Role::parse(&role).context("--role must be admin, publisher or subscriber")?;
+            let created = repdist::auth::keys::create(store.as_ref(), role, subscriber).await?;
+            let mut entry = AuditEntry::now("cli", "keys.create", Some(created.record.key_id.clone()), "ok");
+            entry.detail = Some(format!("role {}", role.as_str()));
+            store.append_audit(&[entry]).await?;
+            eprintln!("created {} key {} (shown once; only its hash is stored)", role.as_str(), created.record.key_id);
+            println!("{}", created.key);
+        }
+        KeysCommand::List { .. } => {
+            let mut table = comfy_table::Table::new();
+            table.set_header(["key_id", "role", "subscriber_id", "created_at", "revoked_at"]);
+            let time = |micros: i64| chrono::DateTime::from_timestamp_micros(micros).map(|t| t.to_rfc3339()).unwrap_or_default();
+            for key in store.api_keys().await? {
+                table.add_row([
+                    key.key_id,
+                    key.role.as_str().to_string(),
+                    key.subscriber_id.unwrap_or_default(),
+                    time(key.created_at),
+                    key.revoked_at.map(time).unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+        }
+        KeysCommand::Revoke { key_id, .. } => {
+            let revoked = store.revoke_api_key(&key_id, chrono::Utc::now().timestamp_micros()).await?;
+            let outcome = if revoked.is_some() { "ok" } else { "not_found" };
+            store.append_audit(&[AuditEntry::now("cli", "keys.revoke", Some(key_id.clone()), outcome)]).await?;
+            anyhow::ensure!(revoked.is_some(), "no key {key_id}");
+            println!("revoked {key_id}");
+        }
+    }
     Ok(())
 }
 

@@ -32,6 +32,8 @@ pub enum ServerError {
     Kafka(#[from] crate::bus::kafka::KafkaBusError),
     #[error("gRPC: {0}")]
     Grpc(#[from] crate::grpc::GrpcError),
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// A running service. Dropping it without [`Server::shutdown`] stops it abruptly, as a crash would.
@@ -44,6 +46,9 @@ pub struct Server {
     grpc: crate::grpc::GrpcServer,
     endpoint_status: JoinHandle<()>,
     queue_snapshot: JoinHandle<()>,
+    /// The admin key the embedded default created at this start (none existed), if any.
+    admin_key: Option<String>,
+    data_dir: std::path::PathBuf,
 }
 
 /// Opens the store, replays unfinished work, and starts serving.
@@ -52,6 +57,12 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
     let cache = config.cache.build()?;
     let store = crate::store::open(&config).await?;
     let backend = store.backend();
+    let auth = Arc::new(crate::auth::Authenticator::new(store.clone(), &config.auth).map_err(|e| ServerError::Auth(e.to_string()))?);
+    let admin_key = if config.auth.bootstrap_admin_key {
+        crate::auth::bootstrap_admin_key(store.as_ref(), &config.data_dir).await.map_err(|e| ServerError::Auth(e.to_string()))?
+    } else {
+        None
+    };
     let runtime = Arc::new(Runtime::start(&config, store, cache.clone()).await?);
     cache.drop_left_overs(crate::cache::keys::KEPT_FRESH_BY_CHANGES).await;
     let bus = Bus::start(&config, runtime.clone(), cache.clone()).await?;
@@ -62,6 +73,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         stats_window_micros: config.stats_window.as_micros() as u64,
         cache: cache.clone(),
         analytics: config.analytics.clone(),
+        auth: auth.clone(),
     };
     let app = api::router(state.clone(), config.ingest.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -73,6 +85,7 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         runtime.clone(),
         config.allow_private_webhooks,
         config.stats_window.as_micros() as u64,
+        auth,
     )
     .await?;
     let stop_http = CancellationToken::new();
@@ -89,7 +102,8 @@ pub async fn start(config: Config) -> Result<Server, ServerError> {
         }
         None => tracing::info!(%http_addr, backend, data_dir = %config.data_dir.display(), workers = config.workers, bus = bus.name(), cache = cache.backend_name(), "repdist serving"),
     }
-    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc, endpoint_status, queue_snapshot })
+    let data_dir = config.data_dir.clone();
+    Ok(Server { http_addr, runtime, bus, stop_http, http, grpc, endpoint_status, queue_snapshot, admin_key, data_dir })
 }
 
 impl Server {
@@ -103,6 +117,33 @@ impl Server {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// The admin key created at this start because no key existed (also in `DATA_DIR/admin.key`).
+    pub fn bootstrap_admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref()
+    }
+
+    /// An admin key for in-process tools (`demo`, `bench ws`): the one created at this start, else
+    /// the one in `DATA_DIR/admin.key` if it is still a valid admin key, else a new one.
+    pub async fn local_admin_key(&self) -> Result<String, crate::auth::keys::KeyError> {
+        if let Some(key) = &self.admin_key {
+            return Ok(key.clone());
+        }
+        if let Ok(text) = std::fs::read_to_string(self.data_dir.join(crate::auth::ADMIN_KEY_FILE)) {
+            let key = text.trim().to_string();
+            let stored = self.runtime.store().api_key_by_hash(&crate::auth::keys::hash(&key)).await?;
+            if stored.is_some_and(|k| k.role == crate::store::Role::Admin && k.revoked_at.is_none()) {
+                return Ok(key);
+            }
+        }
+        Ok(self.create_key(crate::store::Role::Admin, None).await?.key)
+    }
+
+    /// Creates an API key directly in the store (the CLI's and the tests' way in, beside the admin
+    /// endpoint).
+    pub async fn create_key(&self, role: crate::store::Role, subscriber_id: Option<String>) -> Result<crate::auth::keys::CreatedKey, crate::auth::keys::KeyError> {
+        crate::auth::keys::create(self.runtime.store().as_ref(), role, subscriber_id).await
     }
 
     /// Graceful stop: no new connections, requests under way answered, attempts under way finished

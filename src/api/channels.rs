@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use dataflows::delivery::DeliveryChannel;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -13,6 +13,7 @@ use super::body::JsonBody;
 use super::endpoints::ChannelBreaker;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::auth::Principal;
 use crate::cache::keys;
 use crate::store::{NewChannel, StoredChannel};
 
@@ -70,6 +71,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<StoredChannel>
               (status = 422, description = "Invalid field", body = ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(request): JsonBody<ChannelRequest>,
 ) -> Result<(StatusCode, Json<StoredChannel>), ApiError> {
     check_channel_id(&request.channel_id)?;
@@ -85,6 +87,7 @@ pub async fn create(
             let stored = stored.redacted();
             let status = ChannelStatus::changed(&app, &stored);
             app.cache.write_through_json(&keys::channel_status(&stored.channel_id), &status, keys::CHANNEL_STATUS_TTL).await;
+            app.auth.auditor().done(&principal, "channel.create", &stored.channel_id).await;
             Ok((StatusCode::CREATED, Json(stored)))
         }
         None => Err(ApiError::conflict(format!("channel `{}` exists", channel.channel_id))),
@@ -157,23 +160,33 @@ impl<C: serde::Serialize> ChannelStatus<C> {
 #[utoipa::path(post, path = "/api/v1/reporting/channels/{channel_id}/enable", tag = "channels",
     params(("channel_id" = String, Path)),
     responses((status = 200, body = StoredChannel), (status = 404, body = ErrorBody)))]
-pub async fn enable(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<StoredChannel>, ApiError> {
-    set_enabled(&app, channel_id, true).await
+pub async fn enable(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(channel_id): Path<String>,
+) -> Result<Json<StoredChannel>, ApiError> {
+    set_enabled(&app, &principal, channel_id, true).await
 }
 
 #[utoipa::path(post, path = "/api/v1/reporting/channels/{channel_id}/disable", tag = "channels",
     params(("channel_id" = String, Path)),
     responses((status = 200, body = StoredChannel), (status = 404, body = ErrorBody)))]
-pub async fn disable(State(app): State<AppState>, Path(channel_id): Path<String>) -> Result<Json<StoredChannel>, ApiError> {
-    set_enabled(&app, channel_id, false).await
+pub async fn disable(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(channel_id): Path<String>,
+) -> Result<Json<StoredChannel>, ApiError> {
+    set_enabled(&app, &principal, channel_id, false).await
 }
 
-async fn set_enabled(app: &AppState, channel_id: String, enabled: bool) -> Result<Json<StoredChannel>, ApiError> {
+async fn set_enabled(app: &AppState, principal: &Principal, channel_id: String, enabled: bool) -> Result<Json<StoredChannel>, ApiError> {
     match app.runtime.store().set_channel_enabled(&channel_id, enabled).await? {
         Some(stored) => {
             let stored = stored.redacted();
             let status = ChannelStatus::changed(app, &stored);
             app.cache.write_through_json(&keys::channel_status(&channel_id), &status, keys::CHANNEL_STATUS_TTL).await;
+            let action = if enabled { "channel.enable" } else { "channel.disable" };
+            app.auth.auditor().done(principal, action, &channel_id).await;
             Ok(Json(stored))
         }
         None => Err(ApiError::not_found("channel", &channel_id)),

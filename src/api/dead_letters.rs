@@ -2,12 +2,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
 use super::body::Params;
 use super::AppState;
+use crate::auth::Principal;
 use crate::store::DeadLetter;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -48,11 +49,16 @@ pub async fn list(State(app): State<AppState>, Params(page): Params<Page>) -> Re
     params(("delivery_id" = String, Path)),
     responses((status = 202, description = "Back in the delivery set with a fresh round of attempts", body = ReplayAccepted),
               (status = 404, description = "Not a current dead letter", body = ErrorBody)))]
-pub async fn replay(State(app): State<AppState>, Path(delivery_id): Path<String>) -> Result<(StatusCode, Json<ReplayAccepted>), ApiError> {
+pub async fn replay(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(delivery_id): Path<String>,
+) -> Result<(StatusCode, Json<ReplayAccepted>), ApiError> {
     let Some(mut task) = app.runtime.store().dead_letter_task(&delivery_id).await? else {
         return Err(ApiError::not_found("dead letter", &delivery_id));
     };
     task.attempt = 1;
     app.runtime.replay(task).await?;
+    app.auth.auditor().done(&principal, "dead_letter.replay", &delivery_id).await;
     Ok((StatusCode::ACCEPTED, Json(ReplayAccepted { delivery_id, status: "PENDING".to_string() })))
 }

@@ -2,13 +2,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use dataflows::report::ReportDistribution;
 use dataflows::validation::Validate;
 
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::auth::Principal;
 use crate::runtime::ReportAck;
 use crate::store::{DeliverySummary, DeliveryStatus};
 
@@ -29,11 +30,22 @@ pub async fn deliver(
 #[utoipa::path(get, path = "/api/v1/reporting/delivery/{delivery_id}/status", tag = "deliveries",
     params(("delivery_id" = String, Path)),
     responses((status = 200, body = DeliveryStatus), (status = 404, body = ErrorBody)))]
-pub async fn status(State(app): State<AppState>, Path(delivery_id): Path<String>) -> Result<Json<DeliveryStatus>, ApiError> {
-    match app.runtime.store().delivery_status(&delivery_id).await? {
-        Some(status) => Ok(Json(status)),
-        None => Err(ApiError::not_found("delivery", &delivery_id)),
+pub async fn status(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(delivery_id): Path<String>,
+) -> Result<Json<DeliveryStatus>, ApiError> {
+    let Some(status) = app.runtime.store().delivery_status(&delivery_id).await? else {
+        return Err(ApiError::not_found("delivery", &delivery_id));
+    };
+    if principal.role == crate::store::Role::Subscriber {
+        // A subscriber sees its own deliveries only; anyone else's is "not found".
+        let owner = app.runtime.store().subscription(&status.subscription_id).await?;
+        if !owner.is_some_and(|s| principal.owns(&s.subscription.subscriber_id)) {
+            return Err(ApiError::not_found("delivery", &delivery_id));
+        }
     }
+    Ok(Json(status))
 }
 
 #[utoipa::path(get, path = "/api/v1/reporting/deliveries/summary", tag = "deliveries",

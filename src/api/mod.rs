@@ -1,13 +1,16 @@
 //! The REST and WebSocket API (axum) under `/api/v1/reporting`, plus `/healthz`, `/metrics` and
-//! `/api/v1/openapi.json`.
+//! `/api/v1/openapi.json`. Everything under `/api/v1/reporting` needs a credential (`crate::auth`);
+//! health, metrics and the OpenAPI document stay open.
 
 pub mod analytics;
+pub mod audit;
 pub mod body;
 pub mod channels;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
+pub mod keys;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
@@ -35,6 +38,8 @@ pub struct AppState {
     pub cache: crate::cache::CacheClient,
     /// Limits of the analyses and whether operators' SQL is served.
     pub analytics: crate::config::AnalyticsConfig,
+    /// Who is calling, and the audit trail.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -58,7 +63,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/templates/{report_type}/{locale}", put(templates::put).delete(templates::delete))
         .route("/analytics", get(analytics::list))
         .route("/analytics/query", post(analytics::query))
-        .route("/analytics/{name}", get(analytics::analysis));
+        .route("/analytics/{name}", get(analytics::analysis))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{key_id}/revoke", post(keys::revoke))
+        .route("/audit", get(audit::list))
+        // Every route above needs a credential (see `crate::auth`); unknown paths still answer 404.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::http::require));
     Router::new()
         .nest("/api/v1/reporting", reporting)
         .route("/api/v1/openapi.json", get(ops::openapi))

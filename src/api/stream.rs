@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::Response;
 use dataflows::report::ReportDataType;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use super::body::Params;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::auth::Principal;
 use crate::runtime::hub::{Attachment, Hub, Selection};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -38,6 +40,9 @@ pub struct StreamParams {
     /// Resume after this `seq` (the last one received): buffered messages after it are sent
     /// first, or a `gap` message says which could not be kept. Absent: from now on.
     pub last_seq: Option<u64>,
+    /// The credential, for clients that cannot set `Authorization` on a WebSocket handshake
+    /// (browsers). The header wins when both are sent.
+    pub token: Option<String>,
 }
 
 /// The client read too slowly and its queue overflowed; it may reconnect with `last_seq`.
@@ -53,6 +58,7 @@ const MAX_CLIENT_MESSAGE: usize = 4096;
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn stream(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Params(params): Params<StreamParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -61,7 +67,9 @@ pub async fn stream(
     if let Some(last_seq) = params.last_seq {
         hub.check_resume(last_seq).map_err(|e| ApiError::invalid("last_seq", e.to_string()))?;
     }
-    if app.runtime.store().subscription(&params.subscription_id).await?.is_none() {
+    // Another subscriber's subscription is refused exactly like one that does not exist.
+    let owned = app.runtime.store().subscription(&params.subscription_id).await?.is_some_and(|s| principal.owns(&s.subscription.subscriber_id));
+    if !owned {
         return Err(ApiError::not_found("subscription", &params.subscription_id));
     }
     let upgrade = upgrade.map_err(|rejection| {

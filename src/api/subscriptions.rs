@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use dataflows::delivery::DeliveryChannel;
 use dataflows::subscription::{
     DeliveryPreferences, ReportSubscription, SubscriptionFilters, SubscriptionStatus, SubscriptionType,
@@ -16,6 +16,8 @@ use serde::Deserialize;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::auth::http::ensure_owner;
+use crate::auth::Principal;
 use crate::store::StoredSubscription;
 
 /// A subscription as a client sends it. `subscription_id` may be omitted on create: the server
@@ -58,10 +60,16 @@ impl SubscriptionRequest {
               (status = 422, description = "Invalid field", body = ErrorBody)))]
 pub async fn subscribe(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(request): JsonBody<SubscriptionRequest>,
 ) -> Result<(StatusCode, Json<StoredSubscription>), ApiError> {
     let id = request.subscription_id.clone().unwrap_or_else(|| format!("sub_{}", uuid::Uuid::new_v4().simple()));
     let subscription = request.into_subscription(id);
+    if !principal.owns(&subscription.subscriber_id) {
+        let mut error = ApiError::new(StatusCode::FORBIDDEN, "forbidden", "subscriber_id: a subscriber key creates subscriptions for its own subscriber only");
+        error.field = Some("subscriber_id".to_string());
+        return Err(error);
+    }
     check(&app, &subscription)?;
     if app.runtime.store().subscription(&subscription.subscription_id).await?.is_some() {
         return Err(ApiError::conflict(format!(
@@ -70,13 +78,19 @@ pub async fn subscribe(
         )));
     }
     let stored = apply(&app, subscription).await?;
+    app.auth.auditor().done(&principal, "subscription.create", &stored.subscription.subscription_id).await;
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
 #[utoipa::path(get, path = "/api/v1/reporting/subscriptions/{subscriber_id}", tag = "subscriptions",
     params(("subscriber_id" = String, Path)),
     responses((status = 200, description = "The subscriber's subscriptions, cancelled ones included", body = [StoredSubscription])))]
-pub async fn list(State(app): State<AppState>, Path(subscriber_id): Path<String>) -> Result<axum::response::Response, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(subscriber_id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    ensure_owner(&principal, &subscriber_id, "subscriber", &subscriber_id)?;
     // Cached as the exact answer bytes (secrets already masked), under the spec's key.
     let key = crate::cache::keys::subscriptions(&subscriber_id);
     if let Some(body) = app.cache.get(&key).await {
@@ -101,6 +115,7 @@ fn json_bytes(body: Vec<u8>) -> axum::response::Response {
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(subscription_id): Path<String>,
     JsonBody(request): JsonBody<SubscriptionRequest>,
 ) -> Result<Json<StoredSubscription>, ApiError> {
@@ -111,27 +126,37 @@ pub async fn update(
     }
     let existing = app.runtime.store().subscription(&subscription_id).await?;
     let Some(existing) = existing else { return Err(ApiError::not_found("subscription", &subscription_id)) };
+    ensure_owner(&principal, &existing.subscription.subscriber_id, "subscription", &subscription_id)?;
     let subscription = request.into_subscription(subscription_id);
     if subscription.subscriber_id != existing.subscription.subscriber_id {
         return Err(ApiError::invalid("subscriber_id", "a subscription cannot move to another subscriber"));
     }
     check(&app, &subscription)?;
-    Ok(Json(apply(&app, subscription).await?))
+    let stored = apply(&app, subscription).await?;
+    app.auth.auditor().done(&principal, "subscription.update", &stored.subscription.subscription_id).await;
+    Ok(Json(stored))
 }
 
 #[utoipa::path(delete, path = "/api/v1/reporting/subscriptions/{subscription_id}", tag = "subscriptions",
     params(("subscription_id" = String, Path)),
     responses((status = 200, description = "Cancelled: receives no report accepted from now on", body = StoredSubscription),
               (status = 404, body = ErrorBody)))]
-pub async fn cancel(State(app): State<AppState>, Path(subscription_id): Path<String>) -> Result<Json<StoredSubscription>, ApiError> {
+pub async fn cancel(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(subscription_id): Path<String>,
+) -> Result<Json<StoredSubscription>, ApiError> {
     let existing = app.runtime.store().subscription(&subscription_id).await?;
     let Some(existing) = existing else { return Err(ApiError::not_found("subscription", &subscription_id)) };
+    ensure_owner(&principal, &existing.subscription.subscriber_id, "subscription", &subscription_id)?;
     if existing.subscription.status == SubscriptionStatus::Cancelled {
         return Ok(Json(redact(existing)));
     }
     let mut subscription = existing.subscription;
     subscription.status = SubscriptionStatus::Cancelled;
-    Ok(Json(apply(&app, subscription).await?))
+    let stored = apply(&app, subscription).await?;
+    app.auth.auditor().done(&principal, "subscription.cancel", &subscription_id).await;
+    Ok(Json(stored))
 }
 
 async fn apply(app: &AppState, subscription: ReportSubscription) -> Result<StoredSubscription, ApiError> {

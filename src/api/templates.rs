@@ -98,6 +98,7 @@ pub async fn list(State(app): State<AppState>) -> Json<TemplateList> {
               (status = 422, description = "A bad key, or a template part (`subject`, `html`, `text`) that does not compile or render", body = ErrorBody)))]
 pub async fn put(
     State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     Path((report_type, locale)): Path<(String, String)>,
     JsonBody(body): JsonBody<TemplateBody>,
 ) -> Result<Json<StoredTemplate>, ApiError> {
@@ -112,6 +113,7 @@ pub async fn put(
         }
         TemplateWriteError::Store(error) => error.into(),
     })?;
+    app.auth.auditor().done(&principal, "template.put", &key.to_string()).await;
     Ok(Json(stored(key, template)))
 }
 
@@ -121,11 +123,15 @@ pub async fn put(
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn delete(
     State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     Path((report_type, locale)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let key = key(report_type, locale)?;
     match app.runtime.templates().remove(&key).await? {
-        true => Ok(StatusCode::NO_CONTENT),
+        true => {
+            app.auth.auditor().done(&principal, "template.delete", &key.to_string()).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
         false => Err(ApiError::not_found("template", &key.to_string())),
     }
 }

@@ -28,6 +28,11 @@ pub struct ClientArgs {
     pub reports: usize,
     #[arg(long)]
     pub grpc: bool,
+    /// A file holding the API key the clients present.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    #[arg(skip)]
+    pub token: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -89,8 +94,11 @@ fn expected_for(i: usize, args: &ClientArgs) -> u64 {
     2 * reports as u64
 }
 
-pub async fn run_clients(args: ClientArgs) -> anyhow::Result<ClientReport> {
+pub async fn run_clients(mut args: ClientArgs) -> anyhow::Result<ClientReport> {
     super::raise_fd_limit();
+    if let Some(path) = &args.token_file {
+        args.token = std::fs::read_to_string(path)?.trim().to_string();
+    }
     anyhow::ensure!(args.subscriptions > 0, "--subscriptions must be positive");
     let stop = CancellationToken::new();
     {
@@ -122,9 +130,9 @@ pub async fn run_clients(args: ClientArgs) -> anyhow::Result<ClientReport> {
                 }
             };
             let end = if args.grpc {
-                grpc_client(&args.target, subscription, expected, &mut seen, &stop, &handshakes, counted).await
+                grpc_client(&args.target, &args.token, subscription, expected, &mut seen, &stop, &handshakes, counted).await
             } else {
-                ws_client(&args.target, &subscription, expected, &mut seen, &stop, &handshakes, counted).await
+                ws_client(&args.target, &args.token, &subscription, expected, &mut seen, &stop, &handshakes, counted).await
             };
             (end, seen, expected)
         }));
@@ -164,8 +172,10 @@ fn latency(h: &hdrhistogram::Histogram<u64>) -> Latency {
     Latency { count: h.len(), p50: ms(h.value_at_quantile(0.5)), p99: ms(h.value_at_quantile(0.99)), max: ms(h.max()) }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ws_client(
     target: &str,
+    token: &str,
     subscription: &str,
     expected: u64,
     seen: &mut Seen,
@@ -173,7 +183,9 @@ async fn ws_client(
     handshakes: &Semaphore,
     counted: impl FnOnce(bool),
 ) -> End {
-    let url = format!("{target}/api/v1/reporting/stream?subscription_id={subscription}");
+    // The credential as the `token` query parameter, as a browser would send it.
+    let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let url = format!("{target}/api/v1/reporting/stream?subscription_id={subscription}&token={token}");
     let socket = {
         let _permit = handshakes.acquire().await;
         match tokio_tungstenite::connect_async(url).await {
@@ -217,8 +229,10 @@ async fn ws_client(
     End::Done
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn grpc_client(
     target: &str,
+    token: &str,
     subscription: String,
     expected: u64,
     seen: &mut Seen,
@@ -229,7 +243,10 @@ async fn grpc_client(
     use proto::reporting_stream_client::ReportingStreamClient;
     let stream = {
         let _permit = handshakes.acquire().await;
-        let request = proto::StreamRequest { subscription_id: subscription, report_types: vec![], after_sequence: None };
+        let mut request = tonic::Request::new(proto::StreamRequest { subscription_id: subscription, report_types: vec![], after_sequence: None });
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
         match ReportingStreamClient::connect(target.to_string()).await {
             Ok(mut client) => client.stream_reports(request).await.ok().map(|r| r.into_inner()),
             Err(_) => None,

@@ -84,7 +84,14 @@ async fn ws(args: WsArgs) -> anyhow::Result<()> {
     };
     let server = crate::server::start(config).await.context("starting the service")?;
     let base = format!("http://{}", server.http_addr());
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let admin_key = server.local_admin_key().await.context("an admin key for the bench's requests")?;
+    let http = reqwest::Client::builder()
+        .default_headers(crate::auth::client_headers(&admin_key)?)
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    // The client process reads the key from a file (not its command line, which `ps` shows).
+    let token_file = data_dir.join("bench-clients.key");
+    std::fs::write(&token_file, &admin_key)?;
 
     eprintln!("creating {subscriptions} subscriptions");
     workload::for_each_concurrently(0..subscriptions, args.concurrency, |s| {
@@ -110,6 +117,8 @@ async fn ws(args: WsArgs) -> anyhow::Result<()> {
         .args(["bench", "ws-clients", "--target", &target])
         .args(["--clients", &args.clients.to_string(), "--subscriptions", &subscriptions.to_string()])
         .args(["--reports", &args.reports.to_string()])
+        .arg("--token-file")
+        .arg(&token_file)
         .args(if args.grpc { vec!["--grpc"] } else { vec![] })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -87,9 +87,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let report_dir = temp.join("reports");
     std::fs::create_dir_all(&report_dir)?;
     config.email = Some(demo_relay(smtp.addr));
+    let config_data_dir = config.data_dir.clone();
     let server = crate::server::start(config).await.context("starting the service")?;
     let base = format!("http://{}", server.http_addr());
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let admin_key = server.local_admin_key().await.context("an admin key for the demo's requests")?;
+    if let Some(key) = server.bootstrap_admin_key() {
+        eprintln!("created a local admin key (also in {}): {key}", config_data_dir.join(crate::auth::ADMIN_KEY_FILE).display());
+    }
+    let http = reqwest::Client::builder()
+        .default_headers(crate::auth::client_headers(&admin_key)?)
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let peers = workload::Peers { receiver: &receiver, http: &http_peers, sftp: sftp.as_ref(), report_dir: &report_dir };
     let plan = workload::Plan::generate(&args, &peers);
     for report in &plan.reports {
@@ -117,7 +125,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     let ws_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for subscription_id in plan.dashboard_subscriptions.iter().take(20) {
         let url = format!("ws://{}/api/v1/reporting/stream?subscription_id={subscription_id}", server.http_addr());
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.context("websocket")?;
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+        request.headers_mut().extend(crate::auth::client_headers(&admin_key)?);
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.context("websocket")?;
         let count = ws_count.clone();
         tokio::spawn(async move {
             let (_, mut read) = socket.split();

@@ -2,7 +2,12 @@
 //! queries), defined in `proto/reporting.proto`, plus the standard health service and server
 //! reflection (v1 and v1alpha) so that generic clients such as grpcurl need no `.proto` file.
 //! It listens on its own address (`grpc_addr`) beside the REST API and stops with it.
+//!
+//! Every `ReportingStream` and `DistributionQuery` call needs `authorization: Bearer <credential>`
+//! metadata (`UNAUTHENTICATED` without, `PERMISSION_DENIED` for a role that may not make it);
+//! health and reflection stay open (probes and schema discovery, no data).
 
+mod auth;
 mod messages;
 mod query;
 mod reporting;
@@ -51,6 +56,7 @@ pub(crate) struct GrpcState {
     pub allow_private_webhooks: bool,
     pub stats_window_micros: u64,
     pub shutdown: CancellationToken,
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// A running gRPC listener.
@@ -66,11 +72,12 @@ pub async fn start(
     runtime: Arc<Runtime>,
     allow_private_webhooks: bool,
     stats_window_micros: u64,
+    auth: Arc<crate::auth::Authenticator>,
 ) -> Result<GrpcServer, GrpcError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| GrpcError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| GrpcError::Bind { addr, source })?;
     let shutdown = CancellationToken::new();
-    let state = GrpcState { runtime: runtime.clone(), allow_private_webhooks, stats_window_micros, shutdown: shutdown.clone() };
+    let state = GrpcState { runtime: runtime.clone(), allow_private_webhooks, stats_window_micros, shutdown: shutdown.clone(), auth };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ReportingStreamServer<reporting::Reporting>>().await;

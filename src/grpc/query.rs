@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::proto;
 use super::proto::distribution_query_server::DistributionQuery;
 use super::status::{invalid, not_found};
+use super::auth::{ADMINS, SUBSCRIBERS};
 use super::{messages, GrpcState};
 
 /// How often `WatchStats` samples the stats view.
@@ -34,11 +35,13 @@ impl Query {
 impl DistributionQuery for Query {
     type WatchStatsStream = SnapshotStream;
 
-    async fn get_stats(&self, _request: Request<proto::GetStatsRequest>) -> Result<Response<proto::StatsSnapshot>, Status> {
+    async fn get_stats(&self, request: Request<proto::GetStatsRequest>) -> Result<Response<proto::StatsSnapshot>, Status> {
+        self.state.caller(&request, "DistributionQuery/GetStats", ADMINS).await?;
         Ok(Response::new(Self::snapshot(&self.state)))
     }
 
     async fn watch_stats(&self, request: Request<proto::WatchStatsRequest>) -> Result<Response<SnapshotStream>, Status> {
+        self.state.caller(&request, "DistributionQuery/WatchStats", ADMINS).await?;
         let max_updates = request.into_inner().max_updates;
         // One slot: a slow reader holds back sampling instead of queueing stale snapshots.
         let (tx, rx) = mpsc::channel(1);
@@ -76,6 +79,7 @@ impl DistributionQuery for Query {
         &self,
         request: Request<proto::ListDeliveriesOfReportRequest>,
     ) -> Result<Response<proto::ListDeliveriesOfReportResponse>, Status> {
+        self.state.caller(&request, "DistributionQuery/ListDeliveriesOfReport", ADMINS).await?;
         let event_id = request.into_inner().event_id;
         if event_id.is_empty() {
             return Err(invalid("event_id", "required"));
@@ -97,9 +101,13 @@ impl DistributionQuery for Query {
         &self,
         request: Request<proto::ListSubscriptionsRequest>,
     ) -> Result<Response<proto::ListSubscriptionsResponse>, Status> {
+        let principal = self.state.caller(&request, "DistributionQuery/ListSubscriptions", SUBSCRIBERS).await?;
         let request = request.into_inner();
         if request.subscriber_id.is_empty() {
             return Err(invalid("subscriber_id", "required"));
+        }
+        if !principal.owns(&request.subscriber_id) {
+            return Err(not_found("subscriber", &request.subscriber_id));
         }
         let stored = self.state.runtime.store().subscriptions_of(&request.subscriber_id).await?;
         let subscriptions = stored
@@ -114,6 +122,7 @@ impl DistributionQuery for Query {
         &self,
         request: Request<proto::ListDeadLettersRequest>,
     ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
+        self.state.caller(&request, "DistributionQuery/ListDeadLetters", ADMINS).await?;
         let request = request.into_inner();
         let limit = if request.limit == 0 { 100 } else { request.limit };
         if !(1..=1000).contains(&limit) {

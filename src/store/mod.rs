@@ -6,6 +6,7 @@
 //! come from anywhere. Delivery channel configs, email templates and notifications are written
 //! directly.
 
+pub mod auth;
 pub mod channels;
 mod codec;
 pub mod postgres;
@@ -25,6 +26,7 @@ use dataflows::subscription::ReportSubscription;
 use dataflows::Time;
 use serde::Serialize;
 
+pub use auth::{ApiKeyRecord, AuditEntry, AuditQuery, AuditRecord, Role};
 pub use channels::{NewChannel, StoredChannel};
 pub use templates::EmailTemplateRecord;
 
@@ -366,6 +368,23 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
     /// Forgets published outbox rows.
     async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError>;
+
+    /// Stores a new API key (its hash; `key_id` and `key_hash` are unique).
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// The key whose SHA-256 is `key_hash`, revoked or not.
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Every key, revoked ones included, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes a key at `at` (a key revoked before keeps its first revocation time); `None` when
+    /// there is no such key.
+    async fn revoke_api_key(&self, key_id: &str, at: i64) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Keys not revoked: at start, none means the embedded default creates a local admin key.
+    async fn active_api_keys(&self) -> Result<u64, StoreError>;
+
+    /// Appends audit rows (requests, admin actions, denials) in one transaction.
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    /// A page of the audit trail, oldest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 #[cfg(test)]

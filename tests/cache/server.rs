@@ -29,7 +29,9 @@ impl TestServer {
         adjust(&mut config);
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr());
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+        let key = server.local_admin_key().await.expect("an admin key");
+        let headers = repdist::auth::client_headers(&key).unwrap();
+        let http = reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(20)).build().unwrap();
         TestServer { server, base, http, _data_dir: data_dir }
     }
 

@@ -33,7 +33,7 @@ async fn sigkill_at_random_points_through_kafka_and_postgres_loses_no_delivery()
     receiver.set_delay(Duration::from_millis(5));
 
     let mut server = Serve::start(data_dir.path(), &env);
-    let subscriptions = subscribe(&server.base, &receiver, &prefix, 3).await;
+    let subscriptions = subscribe(&server.base, &server.key, &receiver, &prefix, 3).await;
     let publisher = Publisher::start(&brokers(), &prefix);
 
     // Each server is killed mid-stream: once it has delivered something (a restarted consumer

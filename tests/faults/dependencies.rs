@@ -53,7 +53,7 @@ async fn postgres_kafka_and_redis_restarts_mid_stream_lose_no_delivery() {
 
     let server = Serve::start(data_dir.path(), &env);
     assert_eq!(health(&server.base).await["cache"]["state"], "up");
-    let subscriptions = subscribe(&server.base, &receiver, &prefix, 3).await;
+    let subscriptions = subscribe(&server.base, &server.key, &receiver, &prefix, 3).await;
     let publisher = Publisher::start(&brokers, &prefix);
     progress(&receiver, "the start").await;
 

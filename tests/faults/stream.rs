@@ -30,8 +30,8 @@ pub fn service_env(prefix: &str, database_url: &str, brokers: &str) -> Vec<(&'st
 }
 
 /// Creates `count` webhook subscriptions over REST (endpoints `f0`, `f1`, ...); returns their ids.
-pub async fn subscribe(base: &str, receiver: &Receiver, prefix: &str, count: usize) -> Vec<String> {
-    let http = reqwest::Client::new();
+pub async fn subscribe(base: &str, key: &str, receiver: &Receiver, prefix: &str, count: usize) -> Vec<String> {
+    let http = crate::helpers::client_with(Some(key));
     let mut ids = Vec::new();
     for i in 0..count {
         let (url, secret) = receiver.endpoint(&format!("f{i}"));

@@ -43,8 +43,9 @@ async fn python_grpcio_calls_the_api_through_reflection() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/reflection_client.py");
     let address = server.server.grpc_addr().to_string();
     let delivery = ids[0].clone();
+    let key = server.key.clone();
     let run = tokio::task::spawn_blocking(move || {
-        Command::new(python()).arg(script).args([address.as_str(), delivery.as_str(), "pm_py"]).output()
+        Command::new(python()).arg(script).args([address.as_str(), delivery.as_str(), "pm_py"]).env("REPDIST_TEST_API_KEY", key).output()
     });
     let output = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the Python client finishes").unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -63,6 +64,7 @@ async fn python_grpcio_calls_the_api_through_reflection() {
     assert_eq!(status["status"], "DELIVERED");
 
     assert_eq!(out["unknown_delivery"]["error"]["code"], "NOT_FOUND", "{out}");
+    assert_eq!(out["no_credential"]["error"]["code"], "UNAUTHENTICATED", "{out}");
 
     let subscriptions = out["subscriptions"]["ok"]["subscriptions"].as_array().expect("a list");
     assert_eq!(subscriptions.len(), 1, "{out}");

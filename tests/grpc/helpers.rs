@@ -8,15 +8,42 @@ use repdist::grpc::proto::distribution_query_client::DistributionQueryClient;
 use repdist::grpc::proto::reporting_stream_client::ReportingStreamClient;
 use repdist::grpc::proto::{self, SubscriptionAction};
 use repdist::server::Server;
+use repdist::store::Role;
 use serde_json::{json, Value};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub struct TestServer {
     pub server: Server,
     pub base: String,
+    /// Sends the admin key with every request.
     pub http: reqwest::Client,
+    /// The admin key the clients use.
+    pub key: String,
     _data_dir: tempfile::TempDir,
 }
+
+/// Puts `authorization: Bearer <key>` on every call of a generated client.
+#[derive(Clone)]
+pub struct Bearer(pub Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(key: &str) -> Bearer {
+        Bearer(Some(format!("Bearer {key}").parse().expect("ASCII")))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Reporting = ReportingStreamClient<InterceptedService<Channel, Bearer>>;
+pub type Query = DistributionQueryClient<InterceptedService<Channel, Bearer>>;
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -38,7 +65,14 @@ impl TestServer {
         adjust(&mut config);
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr());
-        TestServer { server, base, http: reqwest::Client::new(), _data_dir: data_dir }
+        let key = server.local_admin_key().await.expect("an admin key");
+        let http = reqwest::Client::builder().default_headers(repdist::auth::client_headers(&key).unwrap()).build().unwrap();
+        TestServer { server, base, http, key, _data_dir: data_dir }
+    }
+
+    /// A new key for `role` (and `subscriber_id` for a subscriber).
+    pub async fn key_for(&self, role: Role, subscriber_id: Option<&str>) -> String {
+        self.server.create_key(role, subscriber_id.map(str::to_string)).await.expect("key created").key
     }
 
     pub fn grpc_target(&self) -> String {
@@ -49,12 +83,23 @@ impl TestServer {
         Channel::from_shared(self.grpc_target()).unwrap().connect_timeout(Duration::from_secs(5)).connect().await.expect("gRPC connects")
     }
 
-    pub async fn reporting(&self) -> ReportingStreamClient<Channel> {
-        ReportingStreamClient::new(self.channel().await)
+    /// The ReportingStream client, as admin.
+    pub async fn reporting(&self) -> Reporting {
+        self.reporting_as(Bearer::new(&self.key)).await
     }
 
-    pub async fn query(&self) -> DistributionQueryClient<Channel> {
-        DistributionQueryClient::new(self.channel().await)
+    /// The ReportingStream client with other credentials (`Bearer(None)`: none).
+    pub async fn reporting_as(&self, bearer: Bearer) -> Reporting {
+        ReportingStreamClient::with_interceptor(self.channel().await, bearer)
+    }
+
+    /// The DistributionQuery client, as admin.
+    pub async fn query(&self) -> Query {
+        self.query_as(Bearer::new(&self.key)).await
+    }
+
+    pub async fn query_as(&self, bearer: Bearer) -> Query {
+        DistributionQueryClient::with_interceptor(self.channel().await, bearer)
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {

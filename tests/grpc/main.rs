@@ -413,3 +413,70 @@ async fn shutdown_ends_open_streams() {
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
     while let Ok(Some(_)) = tokio::time::timeout(WAIT, watch.message()).await.expect("the stats stream ends") {}
 }
+
+#[tokio::test]
+async fn calls_need_credentials_and_a_subscriber_sees_only_its_own() {
+    use helpers::Bearer;
+    use repdist::store::Role;
+    let server = TestServer::start().await;
+    server.create(dashboard_subscription("dash-1", "pm_001")).await;
+    server.create(dashboard_subscription("dash-2", "pm_002")).await;
+    let ids = server.deliver(report("evt-1", "rep-1")).await;
+    assert_eq!(ids.len(), 2);
+    let mine = delivery_id("rep-1", "dash-1", DeliveryChannel::DashboardNotification);
+    let theirs = delivery_id("rep-1", "dash-2", DeliveryChannel::DashboardNotification);
+    server.wait_for_state(&mine, "DELIVERED").await;
+
+    // No metadata, or a bad credential: UNAUTHENTICATED on both services.
+    for bearer in [Bearer(None), Bearer::new("rd_not-a-key")] {
+        let mut reporting = server.reporting_as(bearer.clone()).await;
+        let error = reporting.get_delivery_status(proto::DeliveryStatusRequest { delivery_id: mine.clone() }).await.unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+        let error = server.query_as(bearer).await.get_stats(proto::GetStatsRequest {}).await.unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated, "{error:?}");
+    }
+
+    // A publisher may not manage subscriptions nor query: PERMISSION_DENIED.
+    let publisher = Bearer::new(&server.key_for(Role::Publisher, None).await);
+    let create = proto::SubscriptionRequest {
+        action: SubscriptionAction::Create as i32,
+        subscription_id: String::new(),
+        subscription_json: dashboard_subscription("dash-p", "pm_001").to_string(),
+    };
+    let error = server.reporting_as(publisher.clone()).await.manage_subscription(create).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+    let error = server.query_as(publisher).await.list_dead_letters(proto::ListDeadLettersRequest { limit: 0, after: String::new() }).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "{error:?}");
+
+    // A subscriber: its own data, and NOT_FOUND for another's.
+    let me = Bearer::new(&server.key_for(Role::Subscriber, Some("pm_001")).await);
+    let mut reporting = server.reporting_as(me.clone()).await;
+    let own = reporting.get_delivery_status(proto::DeliveryStatusRequest { delivery_id: mine.clone() }).await.unwrap().into_inner();
+    assert_eq!(own.delivery_id, mine);
+    let error = reporting.get_delivery_status(proto::DeliveryStatusRequest { delivery_id: theirs.clone() }).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error:?}");
+    let cancel = proto::SubscriptionRequest { action: SubscriptionAction::Cancel as i32, subscription_id: "dash-2".into(), subscription_json: String::new() };
+    let error = reporting.manage_subscription(cancel).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error:?}");
+    let stream = proto::StreamRequest { subscription_id: "dash-2".into(), report_types: vec![], after_sequence: None };
+    let error = reporting.stream_reports(stream).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error:?}");
+    let stream = proto::StreamRequest { subscription_id: String::new(), report_types: vec![proto::ReportDataType::PerformanceReport as i32], after_sequence: None };
+    let error = reporting.stream_reports(stream).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied, "a subscriber cannot follow every report of a type: {error:?}");
+    let stream = proto::StreamRequest { subscription_id: "dash-1".into(), report_types: vec![], after_sequence: None };
+    reporting.stream_reports(stream).await.expect("its own stream opens");
+    let mut query = server.query_as(me).await;
+    let listed = query.list_subscriptions(proto::ListSubscriptionsRequest { subscriber_id: "pm_001".into(), include_inactive: true }).await.unwrap().into_inner();
+    assert_eq!(listed.subscriptions.len(), 1);
+    let error = query.list_subscriptions(proto::ListSubscriptionsRequest { subscriber_id: "pm_002".into(), include_inactive: true }).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error:?}");
+    let (status, still) = server_get(&server, "/api/v1/reporting/subscriptions/pm_002").await;
+    assert_eq!((status, still[0]["status"].as_str()), (200, Some("active")), "untouched");
+}
+
+async fn server_get(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
+    let response = server.http.get(format!("{}{path}", server.base)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, serde_json::from_str(&response.text().await.unwrap()).unwrap_or_default())
+}

@@ -1,9 +1,11 @@
 """A gRPC client that is not ours: Python grpcio learns repdist's API from server reflection alone
 (no .proto file, no generated stubs), calls it, and prints what it got as one JSON object.
 
-usage: reflection_client.py HOST:PORT DELIVERY_ID SUBSCRIBER_ID
+usage: REPDIST_TEST_API_KEY=rd_... reflection_client.py HOST:PORT DELIVERY_ID SUBSCRIBER_ID
+(the API key goes in `authorization` metadata; health and reflection need none)
 """
 import json
+import os
 import sys
 
 import grpc
@@ -19,7 +21,9 @@ def main():
     database = ProtoReflectionDescriptorDatabase(channel)
     pool = DescriptorPool(database)
 
-    def call(service_name, method_name, fields):
+    credentials = (("authorization", "Bearer " + os.environ["REPDIST_TEST_API_KEY"]),)
+
+    def call(service_name, method_name, fields, metadata=credentials):
         method = pool.FindServiceByName(service_name).methods_by_name[method_name]
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
@@ -29,7 +33,7 @@ def main():
             response_deserializer=response_class.FromString,
         )
         try:
-            response = stub(json_format.ParseDict(fields, request_class()), timeout=10)
+            response = stub(json_format.ParseDict(fields, request_class()), timeout=10, metadata=metadata)
             return {"ok": json_format.MessageToDict(response, preserving_proto_field_name=True)}
         except grpc.RpcError as error:
             trailers = {key: value for key, value in (error.trailing_metadata() or ())}
@@ -38,6 +42,7 @@ def main():
     out = {
         "services": sorted(database.get_services()),
         "delivery_status": call("repdist.reporting.v1.ReportingStream", "GetDeliveryStatus", {"delivery_id": delivery_id}),
+        "no_credential": call("repdist.reporting.v1.ReportingStream", "GetDeliveryStatus", {"delivery_id": delivery_id}, metadata=()),
         "unknown_delivery": call("repdist.reporting.v1.ReportingStream", "GetDeliveryStatus", {"delivery_id": "no-such-delivery"}),
         "subscriptions": call("repdist.reporting.v1.DistributionQuery", "ListSubscriptions", {"subscriber_id": subscriber_id}),
         "bad_subscription": call(

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tonic::transport::Endpoint;
 use tonic::Code;
 
-use crate::helpers::{dashboard_subscription, report, TestServer};
+use crate::helpers::{dashboard_subscription, report, Bearer, TestServer};
 use crate::{read_until_delivered, WAIT};
 
 /// A report whose `REPORT` update is large (its file path is), so a few fill the client's window.
@@ -43,7 +43,8 @@ async fn a_client_that_stops_reading_is_aborted_others_keep_receiving_and_it_res
         .connect()
         .await
         .expect("gRPC connects");
-    let mut slow = ReportingStreamClient::new(slow_channel).stream_reports(request(None)).await.unwrap().into_inner();
+    let mut slow =
+        ReportingStreamClient::with_interceptor(slow_channel, Bearer::new(&server.key)).stream_reports(request(None)).await.unwrap().into_inner();
     let mut fast = server.reporting().await.stream_reports(request(None)).await.unwrap().into_inner();
     let hub = server.server.runtime().hub().clone();
 

@@ -28,7 +28,10 @@ async fn notifications_are_stored_and_streamed_to_the_subscription_only() {
     server.subscribe(dashboard_subscription("dash-2", "pm_002")).await;
 
     let ws_url = format!("ws://{}/api/v1/reporting/stream?subscription_id=dash-1&report_types=PERFORMANCE_REPORT", server.server.http_addr());
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("websocket connects");
+    // The credential in the handshake's Authorization header.
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url).unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", server.key).parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
     assert_eq!(next(&mut socket).await["type"], "hello");
 
     let ids = server.deliver(report("evt-1", "rep-1")).await;

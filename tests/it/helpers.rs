@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 pub struct TestServer {
     pub server: Server,
     pub base: String,
+    /// Sends the admin key with every request ([`TestServer::client_as`] for other roles).
     pub http: reqwest::Client,
+    /// The admin key `http` sends.
+    pub key: String,
     /// Kept so the directory lives as long as the server.
     _data_dir: Option<tempfile::TempDir>,
 }
@@ -48,11 +51,23 @@ impl TestServer {
         adjust(&mut config);
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.http_addr());
-        TestServer { server, base, http: reqwest::Client::new(), _data_dir: None }
+        let key = server.local_admin_key().await.expect("an admin key");
+        TestServer { server, base, http: client_with(Some(&key)), key, _data_dir: None }
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+    /// A new API key for `role` (`subscriber_id` for role subscriber).
+    pub async fn key_for(&self, role: repdist::store::Role, subscriber_id: Option<&str>) -> String {
+        self.server.create_key(role, subscriber_id.map(str::to_string)).await.expect("key created").key
+    }
+
+    /// An HTTP client that sends a new key of `role` (and subscriber).
+    pub async fn client_as(&self, role: repdist::store::Role, subscriber_id: Option<&str>) -> reqwest::Client {
+        client_with(Some(&self.key_for(role, subscriber_id).await))
+    }
+
+    /// `method path` with `client` (another role's, or [`client_with`]`(None)` for no credential).
+    pub async fn send_with(&self, client: &reqwest::Client, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = client.request(method, format!("{}{}", self.base, path));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());
         }
@@ -60,6 +75,10 @@ impl TestServer {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.send_with(&self.http, method, path, body).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -103,6 +122,12 @@ impl TestServer {
         .await
         .unwrap_or_else(|| panic!("delivery {delivery_id} never reached {state}"))
     }
+}
+
+/// An HTTP client that sends `Authorization: Bearer <key>` (none when `key` is `None`).
+pub fn client_with(key: Option<&str>) -> reqwest::Client {
+    let headers = key.map(|key| repdist::auth::client_headers(key).expect("a header value")).unwrap_or_default();
+    reqwest::Client::builder().default_headers(headers).build().expect("a client")
 }
 
 /// Polls `check` every 20 ms until it yields, or gives up after `limit`.

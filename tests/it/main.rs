@@ -1,6 +1,8 @@
 //! Integration tests: the real server on port 0, real HTTP receivers on loopback.
 
 mod analytics;
+// Credentials, roles, the keys CLI and the audit trail.
+mod auth;
 mod channels;
 mod dashboard;
 mod delivery;

@@ -8,6 +8,9 @@ pub struct Serve {
     pub child: Child,
     /// `http://127.0.0.1:PORT`, from the server's first line of output.
     pub base: String,
+    /// An admin key: the one the first start wrote to `DATA_DIR/admin.key`, or (when the store
+    /// already had keys) one made with `repdist keys create` and kept there for restarts.
+    pub key: String,
 }
 
 impl Serve {
@@ -27,20 +30,39 @@ impl Serve {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
+        for (name, value) in env {
+            command.env(name, value);
         }
         let mut child = command.spawn().expect("repdist serve starts");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("reads the listening line");
         let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_string();
-        Serve { child, base }
+        let key = admin_key(data_dir, env);
+        Serve { child, base, key }
     }
+
 
     /// SIGKILL, then reap the process.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
+}
+
+fn admin_key(data_dir: &std::path::Path, env: &[(&str, String)]) -> String {
+    let path = data_dir.join("admin.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return key.trim().to_string();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_repdist"))
+        .args(["keys", "create", "--role", "admin"])
+        .env("REPDIST_DATA_DIR", data_dir)
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .output()
+        .expect("repdist keys create runs");
+    assert!(output.status.success(), "repdist keys create: {}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8(output.stdout).expect("UTF-8").trim().to_string();
+    std::fs::write(&path, &key).expect("admin.key written");
+    key
 }

@@ -21,9 +21,9 @@ async fn a_killed_server_resumes_every_acknowledged_delivery_under_the_same_id()
     let data_dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     receiver.set_delay(Duration::from_millis(15));
-    let http = reqwest::Client::new();
-
     let first = Serve::start(data_dir.path(), &[]);
+    // The restarted server keeps the same keys (the same data directory).
+    let http = crate::helpers::client_with(Some(&first.key));
     for i in 0..5 {
         let (url, secret) = receiver.endpoint(&format!("e{i}"));
         let sub = webhook_subscription(&format!("sub-{i}"), &format!("client-{i}"), &url, &secret);

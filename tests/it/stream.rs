@@ -32,8 +32,9 @@ fn typed_report(event_id: &str, report_id: &str, report_type: &str) -> Value {
     body
 }
 
+/// The stream's URL with the admin key as the `token` query parameter (as a browser sends it).
 fn url(server: &TestServer, query: &str) -> String {
-    format!("ws://{}/api/v1/reporting/stream?{query}", server.server.http_addr())
+    format!("ws://{}/api/v1/reporting/stream?{query}&token={}", server.server.http_addr(), server.key)
 }
 
 /// Connects and waits for the `hello`, after which the client is attached to the hub.

@@ -24,7 +24,9 @@ impl Api {
         config.storage.fsync = false;
         let server = repdist::server::start(config).await.expect("server starts");
         let base = format!("http://{}/api/v1/reporting", server.http_addr());
-        Api { server: Some(server), base, http: reqwest::Client::new(), _data_dir: data_dir }
+        let key = server.local_admin_key().await.expect("an admin key");
+        let http = reqwest::Client::builder().default_headers(repdist::auth::client_headers(&key).unwrap()).build().unwrap();
+        Api { server: Some(server), base, http, _data_dir: data_dir }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> (u16, Value) {

@@ -3,6 +3,7 @@
 //! `REPDIST_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`; start one with
 //! `eval "$(scripts/services up)"`). `server_postgres` runs the whole service on PostgreSQL.
 
+mod auth;
 mod backend;
 mod channels;
 mod channels_api;
@@ -60,4 +61,6 @@ store_suite![
     outbox::outbox_rows_are_kept_in_commit_order_until_removed,
     templates::email_templates_crud,
     digests::digest_members_are_durable_until_their_digest_goes_out,
+    auth::api_keys_are_stored_hashed_and_revoked,
+    auth::audit_rows_are_appended_filtered_and_paged,
 ];

@@ -146,7 +146,9 @@ async fn the_service_runs_on_postgres_from_repdist_database_url() {
     let receiver = Receiver::start().await;
     let (hook_url, secret) = receiver.endpoint("pg");
     let mut server = serve(&database_url, data_dir.path()).await;
-    let http = reqwest::Client::new();
+    // A fresh database has no key: the server created an admin key and wrote it to the data directory.
+    let key = std::fs::read_to_string(data_dir.path().join("admin.key")).expect("the bootstrap admin key");
+    let http = reqwest::Client::builder().default_headers(repdist::auth::client_headers(key.trim()).unwrap()).build().unwrap();
     let api = |path: &str| format!("{}/api/v1/reporting{path}", server.base);
 
     let subscription = json!({

@@ -19,6 +19,7 @@ use sqlx::Row;
 use super::codec::{corrupt, parse_json, to_datetime};
 use super::*;
 
+mod auth;
 mod channels;
 mod digests;
 mod outbox;
@@ -115,6 +116,7 @@ impl Store for PostgresStore {
         write::retries_and_dead_letters(&mut tx, batch).await?;
         write::stats(&mut tx, batch).await?;
         outbox::write(&mut tx, batch).await?;
+        auth::write(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -386,5 +388,33 @@ impl Store for PostgresStore {
 
     async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError> {
         outbox::remove(&self.pool, seqs).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        auth::create_key(&self.pool, key).await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        auth::key_by_hash(&self.pool, key_hash).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        auth::keys(&self.pool).await
+    }
+
+    async fn revoke_api_key(&self, key_id: &str, at: i64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        auth::revoke_key(&self.pool, key_id, at).await
+    }
+
+    async fn active_api_keys(&self) -> Result<u64, StoreError> {
+        auth::active_keys(&self.pool).await
+    }
+
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        auth::append(&self.pool, entries).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        auth::query(&self.pool, query).await
     }
 }
