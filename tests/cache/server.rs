@@ -21,6 +21,7 @@ impl TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().to_path_buf(),
             allow_private_webhooks: true,
             ..Config::default()
