@@ -3,6 +3,7 @@
 //! reflection (v1 and v1alpha) so that generic clients such as grpcurl need no `.proto` file.
 //! It listens on its own address (`grpc_addr`) beside the REST API and stops with it.
 
+mod codec;
 mod messages;
 mod query;
 mod reporting;
