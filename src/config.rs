@@ -55,6 +55,8 @@ pub struct Config {
     pub push: sinks::PushConfig,
     /// The analytics store (DuckDB under `data_dir`), its analyses and the operators' SQL endpoint.
     pub analytics: AnalyticsConfig,
+    /// The background purge that enforces each report's `metadata.retention_days`.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -78,7 +80,27 @@ impl Default for Config {
             chat: sinks::ChatConfig::default(),
             push: sinks::PushConfig::default(),
             analytics: AnalyticsConfig::default(),
+            retention: RetentionConfig::default(),
         }
+    }
+}
+
+/// `[retention]`: how the purge of reports past their `metadata.retention_days` runs (see
+/// `store::retention` for what is purged and what never is).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the purge runs; its first run is one interval after start. `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// Reports purged per transaction, so that a purge never holds the store (and the group
+    /// commits queued behind it on SQLite) for long; a run repeats batches until none is left.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { purge_interval: Duration::from_secs(3600), batch: 500 }
     }
 }
 
@@ -487,6 +509,9 @@ impl Config {
         }
         if self.stream.ping_interval.is_zero() || self.stream.idle_timeout <= self.stream.ping_interval {
             return invalid("stream.idle_timeout", "must be longer than stream.ping_interval (which must be positive)");
+        }
+        if self.retention.batch == 0 {
+            return invalid("retention.batch", "must be at least 1");
         }
         if self.stats_window < Duration::from_secs(1) {
             return invalid("stats_window", "must be at least 1s");

@@ -9,6 +9,7 @@
 pub mod channels;
 mod codec;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 mod templates;
 mod versions;
@@ -366,6 +367,12 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_peek(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
     /// Forgets published outbox rows.
     async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError>;
+
+    /// Purges at most `limit` reports whose `metadata.retention_days` ended at or before `now`
+    /// (dataflow time) and whose deliveries have all ended, with their deliveries' history, dead
+    /// letters and notifications, and digests that ended holding only such reports (see
+    /// [`retention`]). Call again while it purges something.
+    async fn purge_expired(&self, now: Time, limit: u32) -> Result<retention::Purged, StoreError>;
 }
 
 #[cfg(test)]

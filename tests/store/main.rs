@@ -14,6 +14,7 @@ mod reads;
 #[allow(dead_code)]
 mod receiver;
 mod recovery;
+mod retention;
 mod server_postgres;
 mod templates;
 mod writes;
@@ -60,4 +61,6 @@ store_suite![
     outbox::outbox_rows_are_kept_in_commit_order_until_removed,
     templates::email_templates_crud,
     digests::digest_members_are_durable_until_their_digest_goes_out,
+    retention::retention_purges_ended_deliveries_of_expired_reports_only,
+    retention::a_digest_is_purged_once_it_ended_and_all_its_reports_expired,
 ];

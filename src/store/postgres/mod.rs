@@ -22,6 +22,7 @@ use super::*;
 mod channels;
 mod digests;
 mod outbox;
+mod retention;
 mod templates;
 mod write;
 
@@ -386,5 +387,9 @@ impl Store for PostgresStore {
 
     async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError> {
         outbox::remove(&self.pool, seqs).await
+    }
+
+    async fn purge_expired(&self, now: Time, limit: u32) -> Result<crate::store::retention::Purged, StoreError> {
+        retention::purge(&self.pool, i64::try_from(now).unwrap_or(i64::MAX), limit).await
     }
 }

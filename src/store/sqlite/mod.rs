@@ -21,6 +21,7 @@ use super::*;
 mod channels;
 mod digests;
 mod outbox;
+mod retention;
 mod templates;
 mod write;
 
@@ -381,5 +382,9 @@ impl Store for SqliteStore {
 
     async fn outbox_remove(&self, seqs: &[i64]) -> Result<(), StoreError> {
         outbox::remove(&self.writer, seqs).await
+    }
+
+    async fn purge_expired(&self, now: Time, limit: u32) -> Result<crate::store::retention::Purged, StoreError> {
+        retention::purge(&self.writer, i64::try_from(now).unwrap_or(i64::MAX), limit).await
     }
 }
