@@ -14,7 +14,8 @@ use crate::SinkError;
 
 /// The suffix of an encrypted file's name (`q2.pdf` is uploaded or attached as `q2.pdf.age`).
 pub const FILE_SUFFIX: &str = ".age";
-/// The webhook body's content type when it is encrypted.
+/// The webhook body's content type when it is encrypted (ASCII-armored age, see
+/// [`Recipient::encrypt_armored`]).
 pub const CONTENT_TYPE: &str = "application/age";
 
 /// A subscriber's age X25519 public key. Not a secret: `Debug` and `Display` show it.
@@ -59,6 +60,13 @@ impl Recipient {
     /// bytes would fail again.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, SinkError> {
         age::encrypt(&self.0, plaintext).map_err(|e| SinkError::permanent(format!("encryption failed: {e}")))
+    }
+
+    /// The same, ASCII-armored (`-----BEGIN AGE ENCRYPTED FILE-----`): for bodies that must be text,
+    /// such as a Standard Webhooks body, whose signature is computed over UTF-8. `age --decrypt`
+    /// reads both forms.
+    pub fn encrypt_armored(&self, plaintext: &[u8]) -> Result<String, SinkError> {
+        age::encrypt_and_armor(&self.0, plaintext).map_err(|e| SinkError::permanent(format!("encryption failed: {e}")))
     }
 }
 

@@ -56,7 +56,8 @@ async fn an_encrypted_webhook_body_is_signed_and_decrypts_to_the_envelope() {
     let (url, secret) = receiver.endpoint("sealed");
     server.subscribe(with_key(webhook_subscription("sub-sealed", "client_001", &url, &secret), &public)).await;
     let ids = server.deliver(secret_report("evt-sealed", "rep-sealed")).await;
-    server.wait_for_state(&ids[0], "DELIVERED").await;
+    let status = final_state(&server, &ids[0]).await;
+    assert_eq!(status["status"], "DELIVERED", "{status}");
 
     let got = receiver.received_by("sealed");
     assert_eq!(got.len(), 1);
@@ -151,8 +152,8 @@ async fn a_key_that_is_not_an_age_recipient_is_refused_naming_the_field() {
     let base = webhook_subscription("sub-k", "client_001", "http://127.0.0.1:9/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     let field = "delivery_preferences.notification_settings.encryption.age_recipient";
     let ssh_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-    let secret_key = age::x25519::Identity::generate().to_string();
-    for bad in ["", "age1notakey", ssh_key, secret_key.expose_secret(), &public[..public.len() - 1]] {
+    let secret_key: String = age::x25519::Identity::generate().to_string().expose_secret().to_string();
+    for bad in ["", "age1notakey", ssh_key, secret_key.as_str(), &public[..public.len() - 1]] {
         let (status, answer) = server.post("/api/v1/reporting/subscribe", &with_key(base.clone(), bad)).await;
         assert_eq!(status, 422, "{bad:?}: {answer}");
         assert_eq!(answer["error"]["field"], field, "{bad:?}: {answer}");

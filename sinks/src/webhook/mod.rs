@@ -56,10 +56,10 @@ impl Sink for WebhookSink {
         };
         egress::check_literal(url, self.allow_private_destinations).map_err(|e| SinkError::permanent(e.to_string()))?;
         let signer = signing::signer(secret).map_err(|e| SinkError::permanent(e.to_string()))?;
-        // An encrypted delivery sends the age ciphertext of the JSON envelope as the body; the
+        // An encrypted delivery sends the (armored) age ciphertext of the JSON envelope; the
         // signature covers the body as sent, so a receiver verifies before it decrypts.
         let (body, content_type) = match &request.encrypt_to {
-            Some(recipient) => (bytes::Bytes::from(recipient.encrypt(&request.payload)?), crate::encryption::CONTENT_TYPE),
+            Some(recipient) => (bytes::Bytes::from(recipient.encrypt_armored(&request.payload)?), crate::encryption::CONTENT_TYPE),
             None => (request.payload.clone(), "application/json"),
         };
         let signed = signing::sign(&signer, &request.idempotency_key, &body).map_err(SinkError::permanent)?;
