@@ -91,8 +91,14 @@ fn field_name(path: &str, message: &str) -> String {
 /// As [`field_name`], for query parameters: a parameter given twice is named (serde reports it at
 /// the root), and an error blaming no parameter blames the `query` as a whole, never a `body`.
 fn parameter_name(path: &str, message: &str) -> String {
-    if let Some(name) = message.strip_prefix("duplicate field `").and_then(|rest| rest.split('`').next()) {
-        return name.to_string();
+    // Named from the message: serde reports a duplicate at the root, and the path of an unknown
+    // parameter named `.` would read as the root.
+    for prefix in ["duplicate field `", "unknown field `"] {
+        if let Some(name) = message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()) {
+            if !name.is_empty() {
+                return name.to_string();
+            }
+        }
     }
     match field_name(path, message) {
         name if name == "body" => "query".to_string(),
