@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // prost's codec, with undecodable requests answered INVALID_ARGUMENT (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::RequestCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

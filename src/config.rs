@@ -57,6 +57,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// Credentials: API keys (always) and, optionally, JWT bearer tokens.
     pub auth: AuthConfig,
+    /// The background purge that enforces each report's `metadata.retention_days`.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             push: sinks::PushConfig::default(),
             analytics: AnalyticsConfig::default(),
             auth: AuthConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -141,6 +144,25 @@ impl Default for JwtConfig {
             subscriber_claim: "subscriber_id".to_string(),
             leeway: Duration::from_secs(30),
         }
+    }
+}
+
+/// `[retention]`: how the purge of reports past their `metadata.retention_days` runs (see
+/// `store::retention` for what is purged and what never is).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the purge runs; its first run is one interval after start. `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// Reports purged per transaction, so that a purge never holds the store (and the group
+    /// commits queued behind it on SQLite) for long; a run repeats batches until none is left.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { purge_interval: Duration::from_secs(3600), batch: 500 }
     }
 }
 
@@ -549,6 +571,9 @@ impl Config {
         }
         if self.stream.ping_interval.is_zero() || self.stream.idle_timeout <= self.stream.ping_interval {
             return invalid("stream.idle_timeout", "must be longer than stream.ping_interval (which must be positive)");
+        }
+        if self.retention.batch == 0 {
+            return invalid("retention.batch", "must be at least 1");
         }
         if self.stats_window < Duration::from_secs(1) {
             return invalid("stats_window", "must be at least 1s");

@@ -41,6 +41,20 @@ pub struct NotificationSettings {
     /// SLACK_INTEGRATION's destination: a Slack or Teams webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackSettings>,
+    /// The key reports that require encryption (`metadata.encryption_required`) are encrypted to.
+    /// Without it such reports fail permanently instead of going out in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSettings>,
+}
+
+/// The subscriber's public key for encrypted deliveries. Checked by the service when the
+/// subscription is written (a key that does not parse is a 422 naming `age_recipient`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// An age X25519 public key, `age1...` as `age-keygen` prints it. Not a secret: reads show it.
+    pub age_recipient: String,
 }
 
 /// An HTTPS (or, for local receivers, HTTP) endpoint and its Standard Webhooks signing secret.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::channel_settings::{
-    ChatKind, DashboardSettings, EmailSettings, MobilePushSettings, NotificationSettings, PushProvider, SftpSettings,
+    ChatKind, DashboardSettings, EmailSettings, EncryptionSettings, MobilePushSettings, NotificationSettings, PushProvider, SftpSettings,
     SlackSettings, WebhookSettings,
 };
 use crate::delivery::DeliveryChannel;

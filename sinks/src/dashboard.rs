@@ -80,6 +80,9 @@ impl Sink for DashboardSink {
     }
 
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError> {
+        if request.encrypt_to.is_some() {
+            return Err(crate::encryption::unsupported(Self::CHANNEL));
+        }
         let Destination::Dashboard { subscriber_id, subscription_id, report_id } = &request.destination else {
             return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };

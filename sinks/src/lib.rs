@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod digest;
 pub mod email;
 pub mod egress;
+pub mod encryption;
 pub mod http_classify;
 pub mod http_client;
 pub mod push;
@@ -63,6 +64,10 @@ pub struct DeliveryRequest {
     /// The report's `delivery_priority`; higher is more urgent. Channels with a native notion of
     /// urgency (APNs `apns-priority`, FCM `android.priority`) map it; others may ignore it.
     pub priority: i32,
+    /// Set when the report requires encryption (`metadata.encryption_required`): everything
+    /// carrying the report leaves encrypted to this age recipient (see [`encryption`]). A sink that
+    /// cannot do that fails permanently rather than send in clear.
+    pub encrypt_to: Option<encryption::Recipient>,
 }
 
 /// Where a request goes: one arm per channel, carrying only what that channel needs.
@@ -169,6 +174,7 @@ impl fmt::Debug for DeliveryRequest {
             .field("timeout", &self.timeout)
             .field("attempt", &self.attempt)
             .field("priority", &self.priority)
+            .field("encrypt_to", &self.encrypt_to)
             .finish()
     }
 }

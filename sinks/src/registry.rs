@@ -79,6 +79,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             attempt: 1,
             priority: 0,
+            encrypt_to: None,
         };
         let sink = registry.get("API_WEBHOOK").expect("registered");
         let receipt = sink.deliver(&request).await.expect("always ok");

@@ -22,7 +22,7 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
         serde_path_to_error::deserialize(deserializer).map(Params).map_err(|error| {
             let path = error.path().to_string();
             let message = error.into_inner().to_string();
-            ApiError::invalid(field_name(&path, &message), message)
+            ApiError::invalid(parameter_name(&path, &message), message)
         })
     }
 }
@@ -85,6 +85,24 @@ fn field_name(path: &str, message: &str) -> String {
         Some(name) => format!("{parent}.{name}"),
         None if parent.is_empty() => "body".to_string(),
         None => parent.to_string(),
+    }
+}
+
+/// As [`field_name`], for query parameters: a parameter given twice is named (serde reports it at
+/// the root), and an error blaming no parameter blames the `query` as a whole, never a `body`.
+fn parameter_name(path: &str, message: &str) -> String {
+    // Named from the message: serde reports a duplicate at the root, and the path of an unknown
+    // parameter named `.` would read as the root.
+    for prefix in ["duplicate field `", "unknown field `"] {
+        if let Some(name) = message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()) {
+            if !name.is_empty() {
+                return name.to_string();
+            }
+        }
+    }
+    match field_name(path, message) {
+        name if name == "body" => "query".to_string(),
+        name => name,
     }
 }
 

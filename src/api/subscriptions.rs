@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use dataflows::channel_settings::PushProvider;
 use dataflows::delivery::DeliveryChannel;
 use dataflows::subscription::{
     DeliveryPreferences, ReportSubscription, SubscriptionFilters, SubscriptionStatus, SubscriptionType,
@@ -195,14 +196,34 @@ pub(crate) fn admissible(runtime: &crate::runtime::Runtime, allow_private_webhoo
         }
     }
     let prefs = &subscription.delivery_preferences;
-    if prefs.channels.contains(&DeliveryChannel::ApiWebhook) && !allow_private_webhooks {
-        if let Some(webhook) = &prefs.notification_settings.webhook {
-            if targets_private_network(&webhook.url) {
-                return Err(ApiError::invalid(
-                    "delivery_preferences.notification_settings.webhook.url",
-                    "points at a loopback, private or link-local address, which this server does not deliver to",
-                ));
+    if let Some(encryption) = &prefs.notification_settings.encryption {
+        encryption
+            .age_recipient
+            .parse::<sinks::encryption::Recipient>()
+            .map_err(|e| ApiError::invalid(crate::runtime::render::ENCRYPTION_KEY_FIELD, e.to_string()))?;
+    }
+    if !allow_private_webhooks {
+        // Every URL a subscriber chooses and the service then POSTs to: the webhook and the
+        // ntfy / UnifiedPush topic (the sinks check the addresses dialled again at delivery time).
+        let settings = &prefs.notification_settings;
+        let mut targets: Vec<(&str, &str)> = Vec::new();
+        if prefs.channels.contains(&DeliveryChannel::ApiWebhook) {
+            if let Some(webhook) = &settings.webhook {
+                targets.push(("delivery_preferences.notification_settings.webhook.url", &webhook.url));
             }
+        }
+        if prefs.channels.contains(&DeliveryChannel::MobilePush) {
+            if let Some(push) = settings.mobile_push.as_ref().filter(|p| p.provider == PushProvider::Ntfy) {
+                if let Some(url) = &push.topic_url {
+                    targets.push(("delivery_preferences.notification_settings.mobile_push.topic_url", url));
+                }
+            }
+        }
+        if let Some((field, _)) = targets.into_iter().find(|(_, url)| targets_private_network(url)) {
+            return Err(ApiError::invalid(
+                field,
+                "points at a loopback, private or link-local address, which this server does not deliver to",
+            ));
         }
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! health and reflection stay open (probes and schema discovery, no data).
 
 mod auth;
+mod codec;
 mod messages;
 mod query;
 mod reporting;

@@ -108,6 +108,7 @@ pub fn render(task: &DeliveryTask, digest: &Digest, timeout: Duration) -> Result
         timeout,
         attempt: task.attempt,
         priority: task.priority(),
+        encrypt_to: super::render::encryption(task)?,
     })
 }
 

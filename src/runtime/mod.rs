@@ -13,7 +13,8 @@ pub mod hub;
 pub mod outbox;
 pub mod queue_snapshot;
 mod recovery;
-mod render;
+pub(crate) mod render;
+pub mod retention;
 pub mod sequencer;
 pub mod templates;
 pub mod views;
@@ -79,6 +80,7 @@ pub struct Runtime {
     sequencer: Option<JoinHandle<Result<(), RuntimeError>>>,
     dispatcher: Option<JoinHandle<()>>,
     dead_tokens: Option<JoinHandle<()>>,
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -152,6 +154,8 @@ impl Runtime {
             })
         };
         let sequencer = tokio::spawn(sequencer.run(shutdown.clone(), dispatcher_done));
+        let retention =
+            retention::spawn(store.clone(), config.retention.purge_interval, config.retention.batch, shutdown.clone());
         Ok(Runtime {
             commands: command_tx,
             queue_timeout: config.ingest.queue_timeout,
@@ -167,6 +171,7 @@ impl Runtime {
             sequencer: Some(sequencer),
             dispatcher: Some(dispatcher),
             dead_tokens: Some(dead_tokens),
+            retention,
         })
     }
 
@@ -266,6 +271,9 @@ impl Runtime {
         if let Some(dead_tokens) = self.dead_tokens.take() {
             let _ = dead_tokens.await;
         }
+        if let Some(retention) = self.retention.take() {
+            let _ = retention.await;
+        }
         let stopped = match self.sequencer.take() {
             Some(sequencer) => sequencer.await.map_err(|e| RuntimeError::Unavailable(e.to_string()))?,
             None => Ok(()),
@@ -331,7 +339,8 @@ fn build_sinks(
     // One switch for every destination a subscriber names (admission checks it too).
     let chat = sinks::ChatConfig { allow_private_destinations: config.chat.allow_private_destinations || config.allow_private_webhooks, ..config.chat.clone() };
     registry.register(Arc::new(sinks::ChatSink::new(chat).map_err(|e| setup(&e))?));
-    registry.register(Arc::new(sinks::PushSink::new(config.push.clone()).map_err(|e| setup(&e))?));
+    let push = sinks::PushConfig { allow_private_destinations: config.push.allow_private_destinations || config.allow_private_webhooks, ..config.push.clone() };
+    registry.register(Arc::new(sinks::PushSink::new(push).map_err(|e| setup(&e))?));
     if let Some(email) = &config.email {
         let sink = sinks::EmailSink::with_templates(email.clone(), templates).map_err(|e| setup(&e))?;
         registry.register(Arc::new(sink));

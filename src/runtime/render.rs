@@ -59,8 +59,35 @@ pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest,
         timeout,
         attempt: task.attempt,
         priority: task.priority(),
+        encrypt_to: encryption(task)?,
     })
 }
+
+/// The age recipient everything of this task must be encrypted to, when its report requires
+/// encryption (`metadata.encryption_required`; a digest requires it when any of its reports does).
+/// Refused, as a permanent failure before anything is sent: a channel that cannot carry ciphertext
+/// (SLACK_INTEGRATION, MOBILE_PUSH and DASHBOARD_NOTIFICATION, whose messages are read by people
+/// or stored here in clear), and a subscription without a key.
+pub(super) fn encryption(task: &DeliveryTask) -> Result<Option<sinks::encryption::Recipient>, String> {
+    if !task.report.metadata.encryption_required {
+        return Ok(None);
+    }
+    if matches!(
+        task.channel,
+        DeliveryChannel::SlackIntegration | DeliveryChannel::MobilePush | DeliveryChannel::DashboardNotification
+    ) {
+        return Err(sinks::encryption::unsupported(task.channel.as_str()).reason().to_string());
+    }
+    let key = task.settings.encryption.as_ref().map(|e| e.age_recipient.as_str()).ok_or_else(|| {
+        format!(
+            "the report requires encryption (metadata.encryption_required) and the subscription has no encryption key              ({ENCRYPTION_KEY_FIELD}): nothing was sent"
+        )
+    })?;
+    key.parse::<sinks::encryption::Recipient>().map(Some).map_err(|e| format!("{ENCRYPTION_KEY_FIELD} {e}: nothing was sent"))
+}
+
+/// Where a subscription's age public key is set.
+pub const ENCRYPTION_KEY_FIELD: &str = "delivery_preferences.notification_settings.encryption.age_recipient";
 
 /// The task's destination alone (no payload): also what its endpoint is derived from.
 pub(super) fn destination(task: &DeliveryTask) -> Result<Destination, String> {
@@ -236,6 +263,29 @@ mod tests {
         let request = render(&task(DeliveryChannel::Sftp, settings, ""), Duration::from_secs(1)).unwrap();
         let Destination::Sftp { files, .. } = request.destination else { panic!() };
         assert!(files.is_empty(), "no local file: the manifest alone");
+    }
+
+    #[test]
+    fn encrypted_reports_need_a_key_and_a_channel_that_carries_ciphertext() {
+        use dataflows::subscription::EncryptionSettings;
+        let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let webhook = NotificationSettings {
+            webhook: Some(dataflows::subscription::WebhookSettings { url: "https://x/h".into(), secret: "whsec_x".into() }),
+            encryption: Some(EncryptionSettings { age_recipient: key.into() }),
+            ..Default::default()
+        };
+        let mut sealed = task(DeliveryChannel::ApiWebhook, webhook.clone(), "");
+        assert!(render(&sealed, Duration::from_secs(1)).unwrap().encrypt_to.is_none(), "not required: in clear");
+        sealed.report.metadata.encryption_required = true;
+        let request = render(&sealed, Duration::from_secs(1)).unwrap();
+        assert_eq!(request.encrypt_to.map(|r| r.to_string()).as_deref(), Some(key));
+        let keyless = DeliveryTask { settings: NotificationSettings { encryption: None, ..webhook.clone() }, ..sealed.clone() };
+        let error = render(&keyless, Duration::from_secs(1)).unwrap_err();
+        assert!(error.contains(ENCRYPTION_KEY_FIELD) && error.contains("nothing was sent"), "{error}");
+        for channel in [DeliveryChannel::SlackIntegration, DeliveryChannel::MobilePush, DeliveryChannel::DashboardNotification] {
+            let error = encryption(&DeliveryTask { channel, ..sealed.clone() }).unwrap_err();
+            assert!(error.contains(channel.as_str()) && error.contains("cannot carry"), "{error}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod channels;
 mod codec;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 mod templates;
 mod versions;
@@ -385,6 +386,12 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     /// A page of the audit trail, oldest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Purges at most `limit` reports whose `metadata.retention_days` ended at or before `now`
+    /// (dataflow time) and whose deliveries have all ended, with their deliveries' history, dead
+    /// letters and notifications, and digests that ended holding only such reports (see
+    /// [`retention`]). Call again while it purges something.
+    async fn purge_expired(&self, now: Time, limit: u32) -> Result<retention::Purged, StoreError>;
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The gRPC API against a real server started in-process: the generated tonic clients, the
 //! standard health and reflection services, and (in `foreign`) a Python grpcio client.
 
+mod decoders;
 mod foreign;
 mod helpers;
 mod slow_client;

@@ -74,3 +74,30 @@ async fn the_stream_refuses_unknown_subscriptions_and_bad_parameters() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["field"], "subscription_id");
 }
+
+/// `metadata.retention_days` end to end: a report kept for 0 days is purged by the background job
+/// once delivered (its delivery status answers 404, its notification leaves the inbox), while a
+/// report kept for 30 days stays.
+#[tokio::test]
+async fn reports_past_their_retention_are_purged_by_the_background_job() {
+    let server = TestServer::start_with(|c| c.retention.purge_interval = Duration::from_millis(100)).await;
+    server.subscribe(dashboard_subscription("dash-r", "pm_r")).await;
+    let mut brief = report("evt-brief", "rep-brief");
+    brief["metadata"]["retention_days"] = json!(0);
+    let mut kept = report("evt-kept", "rep-kept");
+    kept["metadata"]["retention_days"] = json!(30);
+    let brief_id = server.deliver(brief).await.remove(0);
+    let kept_id = server.deliver(kept).await.remove(0);
+    server.wait_for_state(&kept_id, "DELIVERED").await;
+
+    let purged = eventually(Duration::from_secs(10), || async {
+        let (status, _) = server.get(&format!("/api/v1/reporting/delivery/{brief_id}/status")).await;
+        (status == 404).then_some(())
+    })
+    .await;
+    assert!(purged.is_some(), "the 0-day report's delivery is purged once delivered");
+    let (_, inbox) = server.get("/api/v1/reporting/notifications/pm_r").await;
+    let reports: Vec<&str> = inbox.as_array().unwrap().iter().map(|n| n["report_id"].as_str().unwrap()).collect();
+    assert_eq!(reports, vec!["rep-kept"], "{inbox}");
+    assert_eq!(server.status_of(&kept_id).await["status"], "DELIVERED");
+}

@@ -55,6 +55,18 @@ async fn private_webhook_targets_are_refused_unless_allowed() {
     let body = webhook_subscription("s1", "client_001", "http://127.0.0.1:9/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
     let (status, answer) = server.post("/api/v1/reporting/subscribe", &body).await;
     assert_error(status, &answer, 422, Some("delivery_preferences.notification_settings.webhook.url"));
+    for topic_url in ["http://127.0.0.1:9/topic", "http://localhost/topic", "http://169.254.169.254/latest", "http://[::1]/t"] {
+        let body = json!({"subscriber_id": "client_001", "report_types": ["PERFORMANCE_REPORT"],
+            "delivery_preferences": {"channels": ["MOBILE_PUSH"],
+                "notification_settings": {"mobile_push": {"provider": "NTFY", "topic_url": topic_url}}}});
+        let (status, answer) = server.post("/api/v1/reporting/subscribe", &body).await;
+        assert_error(status, &answer, 422, Some("delivery_preferences.notification_settings.mobile_push.topic_url"));
+    }
+    let public = json!({"subscriber_id": "client_001", "report_types": ["PERFORMANCE_REPORT"],
+        "delivery_preferences": {"channels": ["MOBILE_PUSH"],
+            "notification_settings": {"mobile_push": {"provider": "NTFY", "topic_url": "https://ntfy.example.com/topic"}}}});
+    let (status, answer) = server.post("/api/v1/reporting/subscribe", &public).await;
+    assert_eq!(status, 201, "{answer}");
 }
 
 #[tokio::test]

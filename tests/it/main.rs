@@ -7,6 +7,7 @@ mod channels;
 mod dashboard;
 mod delivery;
 mod digests;
+mod encryption;
 mod endpoints;
 mod errors;
 mod helpers;

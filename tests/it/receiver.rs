@@ -17,6 +17,11 @@ pub struct Received {
     pub endpoint: String,
     pub delivery_id: String,
     pub body: serde_json::Value,
+    /// The body as it arrived (an encrypted delivery's is age ciphertext, and `body` is null).
+    #[allow(dead_code)]
+    pub raw: Vec<u8>,
+    #[allow(dead_code)]
+    pub content_type: Option<String>,
     pub signature_ok: bool,
     /// What the receiver answered (a 2xx means the delivery was taken); read by tests/faults.
     #[allow(dead_code)]
@@ -94,6 +99,8 @@ async fn hook(
         .and_then(|secret| standardwebhooks::Webhook::new(secret).ok())
         .is_some_and(|webhook| webhook.verify(&body, &headers).is_ok());
     let delivery_id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let raw = body.to_vec();
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let hit = {
         let hits = inner.hits.entry(endpoint.clone()).or_default();
@@ -104,7 +111,7 @@ async fn hook(
         Some(script) if !script.is_empty() => script[hit.min(script.len() - 1)],
         _ => (204, None),
     };
-    inner.received.push(Received { endpoint: endpoint.clone(), delivery_id, body, signature_ok, answered: status });
+    inner.received.push(Received { endpoint: endpoint.clone(), delivery_id, body, raw, content_type, signature_ok, answered: status });
     let mut response = StatusCode::from_u16(status).unwrap().into_response();
     if let Some(value) = retry_after {
         response.headers_mut().insert("retry-after", value.parse().unwrap());

@@ -87,6 +87,7 @@ fn request(delivery: &str) -> DeliveryRequest {
         timeout: Duration::from_secs(5),
         attempt: 1,
         priority: 0,
+        encrypt_to: None,
     }
 }
 
@@ -172,4 +173,62 @@ async fn the_service_delivers_over_starttls_with_the_configured_ca() {
     let arrived = peer.arrived();
     assert_eq!(arrived.len(), 1);
     assert!(arrived[0].tls, "upgraded with STARTTLS before the message");
+}
+
+/// `metadata.encryption_required` over EMAIL: through a STARTTLS relay, the message names only the
+/// delivery, and carries the envelope and the report file as age ciphertext that the subscriber's
+/// identity decrypts.
+#[tokio::test]
+async fn an_encrypted_report_arrives_as_ciphertext_over_starttls() {
+    use mail_parser::MimeHeaders;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki("repdist test relay CA", &["127.0.0.1"]);
+    let peer = pki.peer(TlsMode::Starttls);
+    let email = relay(&peer, TlsMode::Starttls, Some(pki.ca_file(dir.path())));
+    let server = TestServer::start_with(move |config| config.email = Some(email)).await;
+    let (identity, public) = crate::encryption::identity();
+    server
+        .subscribe(json!({
+            "subscription_id": "mail-sealed", "subscriber_id": "mail-sealed-client", "report_types": ["PERFORMANCE_REPORT"],
+            "delivery_preferences": {"channels": ["EMAIL"], "notification_settings": {
+                "email": {"to": ["ann@client.test"]}, "encryption": {"age_recipient": public}}}
+        }))
+        .await;
+    let file = dir.path().join("q2_secret.pdf");
+    let content = b"%PDF-1.4\n\x00\xff confidential numbers\n%%EOF\n";
+    std::fs::write(&file, content).unwrap();
+    let mut event = crate::encryption::secret_report("evt-mail-sealed", "rep-mail-sealed");
+    event["report_data"]["file_path"] = json!(file.to_str().unwrap());
+    let ids = server.deliver(event).await;
+    server.wait_for_state(&ids[0], "DELIVERED").await;
+
+    let arrived = peer.arrived();
+    assert_eq!(arrived.len(), 1);
+    assert!(arrived[0].tls, "an encrypted report only goes through a TLS session");
+    let raw = String::from_utf8_lossy(&arrived[0].data);
+    assert!(!raw.contains("rep-mail-sealed") && !raw.contains("portfolio_001"), "nothing of the report in clear:\n{raw}");
+    let message = mail_parser::MessageParser::default().parse(&arrived[0].data).expect("a MIME message");
+    assert_eq!(message.subject(), Some(format!("Encrypted report (delivery {})", ids[0]).as_str()));
+    let attachments: Vec<_> = message.attachments().collect();
+    let names: Vec<_> = attachments.iter().map(|a| a.attachment_name().unwrap_or_default()).collect();
+    assert_eq!(names, vec![sinks::email::ENVELOPE_ATTACHMENT, "q2_secret.pdf.age"]);
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&crate::encryption::decrypt(&identity, attachments[0].contents())).expect("JSON inside");
+    assert_eq!(envelope["data"]["report"]["report_data"]["report_id"], "rep-mail-sealed");
+    assert_eq!(crate::encryption::decrypt(&identity, attachments[1].contents()), content);
+}
+
+/// A relay reached without TLS never gets an encrypted report: a permanent failure, nothing sent.
+#[tokio::test]
+async fn an_encrypted_report_is_refused_by_a_relay_without_tls() {
+    let peer = SmtpPeer::start();
+    let sink = EmailSink::new(relay(&peer, TlsMode::None, None)).expect("valid config");
+    let (_, public) = crate::encryption::identity();
+    let request = DeliveryRequest { encrypt_to: Some(public.parse().expect("a recipient")), ..request("dlv-sealed-plain") };
+    let error = sink.deliver(&request).await.expect_err("refused");
+    assert!(!error.is_transient(), "{error:?}");
+    assert!(error.reason().contains("not reached over TLS"), "{error:?}");
+    assert!(peer.arrived().is_empty(), "nothing was sent");
+    let clear = sink.deliver(&self::request("dlv-clear-plain")).await;
+    assert!(clear.is_ok(), "the same relay still takes reports that need no encryption: {clear:?}");
 }

@@ -15,6 +15,7 @@ mod reads;
 #[allow(dead_code)]
 mod receiver;
 mod recovery;
+mod retention;
 mod server_postgres;
 mod templates;
 mod writes;
@@ -63,4 +64,6 @@ store_suite![
     digests::digest_members_are_durable_until_their_digest_goes_out,
     auth::api_keys_are_stored_hashed_and_revoked,
     auth::audit_rows_are_appended_filtered_and_paged,
+    retention::retention_purges_ended_deliveries_of_expired_reports_only,
+    retention::a_digest_is_purged_once_it_ended_and_all_its_reports_expired,
 ];

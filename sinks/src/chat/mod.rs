@@ -61,6 +61,9 @@ impl Sink for ChatSink {
     }
 
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError> {
+        if request.encrypt_to.is_some() {
+            return Err(crate::encryption::unsupported(Self::CHANNEL));
+        }
         let Destination::Chat { kind, webhook_url, link } = &request.destination else {
             return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };

@@ -13,6 +13,8 @@
 mod classify;
 mod config;
 mod message;
+mod sealed;
+pub use sealed::ENVELOPE_ATTACHMENT;
 mod templates;
 
 use std::path::PathBuf;
@@ -50,6 +52,8 @@ pub struct EmailSink {
     templates: Arc<TemplateStore>,
     attachment_max_bytes: u64,
     link_base_url: Option<String>,
+    /// How the relay is reached: encrypted reports need TLS (see `sealed`).
+    tls: TlsMode,
 }
 
 impl EmailSink {
@@ -93,6 +97,7 @@ impl EmailSink {
             templates,
             attachment_max_bytes: config.attachment_max_bytes,
             link_base_url: config.link_base_url,
+            tls: config.tls,
         })
     }
 
@@ -134,6 +139,9 @@ impl EmailSink {
         attachment: Option<&PathBuf>,
     ) -> Result<Receipt, SinkError> {
         // Recipients first: nothing is read or rendered for a request that cannot be addressed.
+        if let Some(recipient) = &request.encrypt_to {
+            return self.attempt_sealed(request, recipient, to, attachment).await;
+        }
         recipients(to)?;
         let payload: serde_json::Value = serde_json::from_slice(&request.payload)
             .map_err(|e| SinkError::permanent(format!("invalid payload: not JSON: {e}")))?;

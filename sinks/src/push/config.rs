@@ -25,6 +25,11 @@ pub struct PushConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     pub user_agent: String,
+    /// Deliver to ntfy / UnifiedPush topic URLs on loopback, private and link-local addresses too
+    /// (tests, the demo, an internal ntfy server). Off by default: a subscriber chooses the topic URL,
+    /// so it is guarded like a webhook URL (see [`crate::egress`]). FCM and APNs are the service's
+    /// own configured endpoints and are not affected.
+    pub allow_private_destinations: bool,
     pub fcm: Option<FcmConfig>,
     pub apns: Option<ApnsConfig>,
 }
@@ -34,6 +39,7 @@ impl Default for PushConfig {
         PushConfig {
             connect_timeout: Duration::from_secs(5),
             user_agent: concat!("repdist/", env!("CARGO_PKG_VERSION")).to_string(),
+            allow_private_destinations: false,
             fcm: None,
             apns: None,
         }
@@ -203,6 +209,7 @@ impl fmt::Debug for PushConfig {
         f.debug_struct("PushConfig")
             .field("connect_timeout", &self.connect_timeout)
             .field("user_agent", &self.user_agent)
+            .field("allow_private_destinations", &self.allow_private_destinations)
             .field("fcm", &self.fcm)
             .field("apns", &self.apns)
             .finish()

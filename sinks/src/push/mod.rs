@@ -133,7 +133,18 @@ impl PushSink {
             .build()?;
         let fcm = config.fcm.as_ref().map(|fcm| fcm::Fcm::new(fcm, client.clone())).transpose()?;
         let apns = config.apns.as_ref().map(|apns| apns::Apns::new(apns, &config)).transpose()?;
-        Ok(PushSink { fcm, apns, ntfy: ntfy::Ntfy::new(client) })
+        // ntfy topic URLs are chosen by subscribers: their own client, whose names resolve to public
+        // addresses only unless allowed (FCM's client reaches the configured Google endpoints).
+        let ntfy_client = crate::egress::guard(
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .user_agent(config.user_agent.clone())
+                .redirect(reqwest::redirect::Policy::none()),
+            config.allow_private_destinations,
+        )
+        .build()?;
+        let ntfy = ntfy::Ntfy::new(ntfy_client, config.allow_private_destinations);
+        Ok(PushSink { fcm, apns, ntfy })
     }
 }
 
@@ -144,6 +155,9 @@ impl Sink for PushSink {
     }
 
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError> {
+        if request.encrypt_to.is_some() {
+            return Err(crate::encryption::unsupported(Self::CHANNEL));
+        }
         let Destination::Push { target } = &request.destination else {
             return Err(SinkError::permanent(format!("{} cannot deliver to {:?}", Self::CHANNEL, request.destination)));
         };

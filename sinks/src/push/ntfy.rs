@@ -36,12 +36,15 @@ fn text_header(text: &str) -> HeaderValue {
 }
 
 pub(crate) struct Ntfy {
+    /// Redirects off; names resolved through [`crate::egress::PublicOnly`] unless private
+    /// destinations are allowed.
     client: reqwest::Client,
+    allow_private_destinations: bool,
 }
 
 impl Ntfy {
-    pub fn new(client: reqwest::Client) -> Ntfy {
-        Ntfy { client }
+    pub fn new(client: reqwest::Client, allow_private_destinations: bool) -> Ntfy {
+        Ntfy { client, allow_private_destinations }
     }
 
     pub async fn send(
@@ -53,6 +56,10 @@ impl Ntfy {
         if !is_web_url(topic_url) {
             return Err(dead_token("the ntfy topic URL is not an http(s) URL"));
         }
+        // A literal private address never reaches the resolver's check: refuse it here. Permanent
+        // but not a dead token: the URL is not gone, this server will not deliver there.
+        crate::egress::check_literal(topic_url, self.allow_private_destinations)
+            .map_err(|e| in_context("ntfy", SinkError::permanent(e.to_string())))?;
         let mut builder = self
             .client
             .post(topic_url)

@@ -104,8 +104,10 @@ struct Plan<'a> {
     target: Target<'a>,
     directory: &'a str,
     /// The report files (one, or a digest's several) and the names they get on the server.
-    reports: Vec<(tokio::fs::File, &'a str)>,
+    reports: Vec<(Upload, String)>,
     manifest_name: String,
+    /// The manifest as uploaded: the payload, or its age ciphertext.
+    manifest: Vec<u8>,
     /// The delivery id as it appears in part file names.
     delivery: String,
 }
@@ -150,12 +152,27 @@ impl<'a> Plan<'a> {
             return Err(SinkError::permanent(format!("two uploads share the sftp file name {:?}", pair[0])));
         }
         // Every file is opened before connecting: a missing report fails the attempt at once.
+        // Encrypted deliveries read each file whole and upload its ciphertext as `<name>.age`
+        // (and the manifest as `<manifest>.age`): nothing of the report reaches the server in clear.
         let mut reports = Vec::with_capacity(files.len());
         for file in files {
-            reports.push((open_report(&file.path).await?, file.name.as_str()));
+            let opened = open_report(&file.path).await?;
+            reports.push(match &request.encrypt_to {
+                None => (Upload::File(opened), file.name.clone()),
+                Some(recipient) => {
+                    let plain = read_whole(opened, &file.path).await?;
+                    (Upload::Bytes(recipient.encrypt(&plain)?), format!("{}{}", file.name, crate::encryption::FILE_SUFFIX))
+                }
+            });
         }
+        let (manifest_name, manifest) = match &request.encrypt_to {
+            None => (manifest_name, request.payload.to_vec()),
+            Some(recipient) => {
+                (format!("{manifest_name}{}", crate::encryption::FILE_SUFFIX), recipient.encrypt(&request.payload)?)
+            }
+        };
         let target = Target { host, port: *port, username, credentials, pin };
-        Ok(Plan { target, directory, reports, manifest_name, delivery })
+        Ok(Plan { target, directory, reports, manifest_name, manifest, delivery })
     }
 }
 
@@ -204,6 +221,23 @@ async fn open_report(path: &Path) -> Result<tokio::fs::File, SinkError> {
     Ok(file)
 }
 
+/// What one report file is uploaded from.
+enum Upload {
+    /// The local file, streamed.
+    File(tokio::fs::File),
+    /// Bytes prepared in memory (the file's ciphertext).
+    Bytes(Vec<u8>),
+}
+
+async fn read_whole(mut file: tokio::fs::File, path: &Path) -> Result<Vec<u8>, SinkError> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .await
+        .map_err(|e| SinkError::transient(format!("the report file {} cannot be read: {e}", path.display())))?;
+    Ok(bytes)
+}
+
 /// The delivery id restricted to characters every file system accepts in a name.
 fn file_safe(id: &str) -> String {
     let safe: String =
@@ -216,7 +250,7 @@ fn file_safe(id: &str) -> String {
 }
 
 impl SftpSink {
-    async fn attempt(&self, plan: Plan<'_>, payload: &[u8]) -> Result<(usize, u64), SinkError> {
+    async fn attempt(&self, plan: Plan<'_>) -> Result<(usize, u64), SinkError> {
         let endpoint = plan.target.endpoint();
         let slots = self.session_slots(&endpoint);
         // Waiting for a slot counts against the deadline, like any other part of the attempt.
@@ -239,11 +273,14 @@ impl SftpSink {
             }
         };
         let (mut files, mut bytes) = (0, 0);
-        for (file, name) in plan.reports {
-            bytes += remote.put(file, plan.directory, name, &plan.delivery).await?;
+        for (upload, name) in plan.reports {
+            bytes += match upload {
+                Upload::File(file) => remote.put(file, plan.directory, &name, &plan.delivery).await?,
+                Upload::Bytes(content) => remote.put(content.as_slice(), plan.directory, &name, &plan.delivery).await?,
+            };
             files += 1;
         }
-        bytes += remote.put(payload, plan.directory, &plan.manifest_name, &plan.delivery).await?;
+        bytes += remote.put(plan.manifest.as_slice(), plan.directory, &plan.manifest_name, &plan.delivery).await?;
         files += 1;
         drop(remote);
         self.idle.put(key, connection).await;
@@ -285,7 +322,7 @@ impl Sink for SftpSink {
     async fn deliver(&self, request: &DeliveryRequest) -> Result<Receipt, SinkError> {
         let started = Instant::now();
         let plan = Plan::new(request).await?;
-        let (files, bytes) = tokio::time::timeout(request.timeout, self.attempt(plan, &request.payload))
+        let (files, bytes) = tokio::time::timeout(request.timeout, self.attempt(plan))
             .await
             .map_err(|_| SinkError::transient(format!("timed out after {:.1}s", request.timeout.as_secs_f64())))??;
         let elapsed = started.elapsed();

@@ -56,19 +56,24 @@ impl Sink for WebhookSink {
         };
         egress::check_literal(url, self.allow_private_destinations).map_err(|e| SinkError::permanent(e.to_string()))?;
         let signer = signing::signer(secret).map_err(|e| SinkError::permanent(e.to_string()))?;
-        let signed =
-            signing::sign(&signer, &request.idempotency_key, &request.payload).map_err(SinkError::permanent)?;
+        // An encrypted delivery sends the (armored) age ciphertext of the JSON envelope; the
+        // signature covers the body as sent, so a receiver verifies before it decrypts.
+        let (body, content_type) = match &request.encrypt_to {
+            Some(recipient) => (bytes::Bytes::from(recipient.encrypt_armored(&request.payload)?), crate::encryption::CONTENT_TYPE),
+            None => (request.payload.clone(), "application/json"),
+        };
+        let signed = signing::sign(&signer, &request.idempotency_key, &body).map_err(SinkError::permanent)?;
 
         let started = Instant::now();
         let response = self
             .client
             .post(url)
             .timeout(request.timeout)
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, content_type)
             .header(HEADER_WEBHOOK_ID, signed.id)
             .header(HEADER_WEBHOOK_TIMESTAMP, signed.timestamp.to_string())
             .header(HEADER_WEBHOOK_SIGNATURE, signed.signature)
-            .body(request.payload.clone())
+            .body(body)
             .send()
             .await
             .map_err(transport_error)?;

@@ -31,6 +31,7 @@ fn request(kind: ChatKind, url: &str, link: Option<&str>) -> DeliveryRequest {
         timeout: Duration::from_secs(2),
         attempt: 1,
         priority: 2,
+        encrypt_to: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn request(delivery_id: &str, attempt: u32) -> DeliveryRequest {
         timeout: Duration::from_secs(1),
         attempt,
         priority: 0,
+        encrypt_to: None,
     }
 }
 

@@ -260,6 +260,7 @@ fn request(to: &[&str], attachment: Option<PathBuf>) -> DeliveryRequest {
         timeout: Duration::from_secs(5),
         attempt: 1,
         priority: 0,
+        encrypt_to: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn request(target: PushTarget, priority: i32) -> DeliveryRequest {
         timeout: Duration::from_secs(3),
         attempt: 1,
         priority,
+        encrypt_to: None,
     }
 }
 
@@ -269,7 +270,7 @@ async fn a_slow_provider_is_a_transient_failure_within_the_deadline() {
 async fn ntfy_gets_a_short_text_with_title_priority_and_delivery_id() {
     let receiver = TestReceiver::start().await;
     let topic_url = receiver.url("/repdist-secret-topic");
-    let sink = PushSink::new(PushConfig::default()).expect("ntfy needs no config");
+    let sink = PushSink::new(PushConfig { allow_private_destinations: true, ..PushConfig::default() }).expect("ntfy needs no config");
     let receipt = sink.deliver(&request(PushTarget::Ntfy { topic_url: topic_url.clone() }, 2)).await.expect("sent");
     assert_eq!(receipt.detail, "HTTP 204");
     let got = receiver.single();
@@ -300,6 +301,31 @@ async fn ntfy_gets_a_short_text_with_title_priority_and_delivery_id() {
     );
     assert_eq!(results[3], SinkError::transient("ntfy: HTTP 500: cannot publish to <redacted>"));
     assert_eq!(receiver.recorded()[1].header("priority"), Some("3"));
+}
+
+/// A subscriber chooses the ntfy topic URL, so by default it is guarded like a webhook URL: a
+/// literal private address is refused before any request, a name resolving to one is never
+/// dialled, and a redirect is not followed. Nothing reaches the loopback receiver.
+#[tokio::test]
+async fn ntfy_refuses_private_destinations_by_default_and_follows_no_redirect() {
+    let receiver = TestReceiver::start().await;
+    let sink = PushSink::new(PushConfig::default()).expect("ntfy needs no config");
+    let literal = receiver.url("/topic");
+    let by_name = literal.replace("127.0.0.1", "localhost");
+    assert_ne!(literal, by_name, "the receiver is on 127.0.0.1: {literal}");
+    for topic_url in [literal, by_name] {
+        let error = sink.deliver(&request(PushTarget::Ntfy { topic_url: topic_url.clone() }, 0)).await.expect_err("refused");
+        assert!(!error.is_transient() && !is_dead_token(&error), "{topic_url}: {error:?}");
+        assert!(error.to_string().contains("refused"), "{topic_url}: {error}");
+        assert!(!error.to_string().contains("/topic"), "the topic URL is a credential: {error}");
+    }
+    assert!(receiver.recorded().is_empty(), "nothing was sent");
+
+    let allowed = PushSink::new(PushConfig { allow_private_destinations: true, ..PushConfig::default() }).expect("config");
+    receiver.script([Reply::status(302).header("location", "http://127.0.0.1:9/elsewhere")]);
+    let error = allowed.deliver(&request(PushTarget::Ntfy { topic_url: receiver.url("/topic") }, 0)).await.expect_err("a redirect");
+    assert!(!error.is_transient() && error.to_string().contains("redirect not followed"), "{error:?}");
+    assert_eq!(receiver.recorded().len(), 1, "one request, the redirect not followed");
 }
 
 #[tokio::test]

@@ -55,6 +55,7 @@ impl Fixture {
             timeout: Duration::from_secs(20),
             attempt: 1,
             priority: 0,
+            encrypt_to: None,
         }
     }
 }
@@ -472,6 +473,7 @@ fn debug_output_redacts_the_credentials() {
         timeout: Duration::from_secs(1),
         attempt: 1,
         priority: 0,
+        encrypt_to: None,
     };
     let shown = format!("{request:?}");
     assert!(!shown.contains("hunter2") && shown.contains("Password(<redacted>)"), "{shown}");

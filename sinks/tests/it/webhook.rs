@@ -28,6 +28,7 @@ fn request(url: &str, secret: &str) -> DeliveryRequest {
         timeout: Duration::from_secs(2),
         attempt: 1,
         priority: 0,
+        encrypt_to: None,
     }
 }
 

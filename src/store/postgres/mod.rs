@@ -23,6 +23,7 @@ mod auth;
 mod channels;
 mod digests;
 mod outbox;
+mod retention;
 mod templates;
 mod write;
 
@@ -416,5 +417,9 @@ impl Store for PostgresStore {
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         auth::query(&self.pool, query).await
+    }
+
+    async fn purge_expired(&self, now: Time, limit: u32) -> Result<crate::store::retention::Purged, StoreError> {
+        retention::purge(&self.pool, i64::try_from(now).unwrap_or(i64::MAX), limit).await
     }
 }

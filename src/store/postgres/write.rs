@@ -56,15 +56,21 @@ pub(super) async fn reports(tx: &mut Tx<'_>, batch: &WriteBatch, outcome: &mut W
     let report_ids: Vec<&str> = batch.reports.iter().map(|r| r.event.report_data.report_id.as_str()).collect();
     let accepted: Vec<i64> = batch.reports.iter().map(|r| r.accepted_at as i64).collect();
     let payloads: Vec<String> = batch.reports.iter().map(|r| to_json(&r.event)).collect();
+    let purge_after: Vec<i64> = batch
+        .reports
+        .iter()
+        .map(|r| crate::store::retention::purge_after(r.accepted_at, r.event.metadata.retention_days))
+        .collect();
     let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO report_events (event_id, report_id, accepted_at, payload)
-         SELECT e, r, a, p::jsonb FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[]) WITH ORDINALITY AS t(e, r, a, p, n) ORDER BY n
+        "INSERT INTO report_events (event_id, report_id, accepted_at, payload, purge_after)
+         SELECT e, r, a, p::jsonb, x FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::int8[]) WITH ORDINALITY AS t(e, r, a, p, x, n) ORDER BY n
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(&ids)
     .bind(&report_ids)
     .bind(&accepted)
     .bind(&payloads)
+    .bind(&purge_after)
     .fetch_all(&mut **tx)
     .await?;
     let (_, duplicates) = first_inserted(ids.iter().copied(), inserted.into_iter().collect());

@@ -22,6 +22,7 @@ mod auth;
 mod channels;
 mod digests;
 mod outbox;
+mod retention;
 mod templates;
 mod write;
 
@@ -411,5 +412,9 @@ impl Store for SqliteStore {
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         auth::query(&self.reader, query).await
+    }
+
+    async fn purge_expired(&self, now: Time, limit: u32) -> Result<crate::store::retention::Purged, StoreError> {
+        retention::purge(&self.writer, i64::try_from(now).unwrap_or(i64::MAX), limit).await
     }
 }

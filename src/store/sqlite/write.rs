@@ -14,12 +14,13 @@ pub(super) async fn reports(tx: &mut Transaction<'_, Sqlite>, batch: &WriteBatch
     for report in &batch.reports {
         let event = &report.event;
         let inserted = sqlx::query(
-            "INSERT INTO report_events (event_id, report_id, accepted_at, payload) VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO report_events (event_id, report_id, accepted_at, payload, purge_after) VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(&event.event_id)
         .bind(&event.report_data.report_id)
         .bind(report.accepted_at as i64)
         .bind(to_json(event))
+        .bind(crate::store::retention::purge_after(report.accepted_at, event.metadata.retention_days))
         .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() == 0 {

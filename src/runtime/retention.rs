@@ -1,0 +1,69 @@
+//! The retention purge: every `retention.purge_interval`, reports past their
+//! `metadata.retention_days` whose deliveries have all ended are purged from the store of record
+//! (payload, delivery history, dead letters, notifications; see [`crate::store::retention`]), in
+//! batches of `retention.batch` reports, one transaction each.
+//!
+//! What else held them, and what happens there:
+//! - the dataflow keeps no per-delivery state once a delivery has ended (only pending deliveries and
+//!   retries), so nothing is left in it; its event-id deduplication remembers ids (not payloads) for
+//!   its horizon of one day, and its stats windows are aggregates;
+//! - no cache entry holds per-delivery data (subscriptions, channel status and stats are cached);
+//! - the live streams' replay buffer is a bounded ring of the latest updates, overwritten in
+//!   turn, not a store;
+//! - the analytics store (DuckDB) keeps its rows: ids, channels, outcomes and timings, never a
+//!   report's payload or a notification's content.
+//!
+//! After a purge, `GET /deliveries/{id}` (and gRPC `GetDeliveryStatus`) answer 404 / `NOT_FOUND`,
+//! the dead letter is gone from the list and cannot be replayed, the notification is gone from the
+//! subscriber's inbox, and a re-sent event id (or the same report id published again) is no longer
+//! recognised: it is accepted and delivered as new.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::wall_micros;
+use crate::store::retention::Purged;
+use crate::store::{Store, StoreError};
+
+/// Runs [`purge_all`] every `interval` until shutdown. A failed run is logged and tried again at the
+/// next interval: nothing depends on it being prompt.
+pub(super) fn spawn(store: Arc<dyn Store>, interval: Duration, batch: u32, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+    if interval.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let run = purge_all(store.as_ref(), wall_micros(), batch, &shutdown);
+            match run.await {
+                Ok(purged) if !purged.is_empty() => {
+                    tracing::info!(reports = purged.reports, deliveries = purged.deliveries.len(), "retention: purged");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "retention: purge failed; trying again at the next interval"),
+            }
+        }
+    }))
+}
+
+/// Purges in batches until a batch purges nothing (or shutdown), and counts what went.
+pub async fn purge_all(store: &dyn Store, now: dataflows::Time, batch: u32, shutdown: &CancellationToken) -> Result<Purged, StoreError> {
+    let mut total = Purged::default();
+    while !shutdown.is_cancelled() {
+        let purged = store.purge_expired(now, batch).await?;
+        if purged.is_empty() {
+            break;
+        }
+        metrics::counter!("repdist_retention_purged_reports_total").increment(purged.reports);
+        metrics::counter!("repdist_retention_purged_deliveries_total").increment(purged.deliveries.len() as u64);
+        total.reports += purged.reports;
+        total.deliveries.extend(purged.deliveries);
+    }
+    Ok(total)
+}
