@@ -94,7 +94,7 @@ fn parameter_name(path: &str, message: &str) -> String {
     // Named from the message: serde reports a duplicate at the root, and the path of an unknown
     // parameter named `.` would read as the root.
     for prefix in ["duplicate field `", "unknown field `"] {
-        if let Some(name) = message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()) {
+        if let Some(name) = message.strip_prefix(prefix).and_then(quoted_name) {
             if !name.is_empty() {
                 return name.to_string();
             }
@@ -104,6 +104,17 @@ fn parameter_name(path: &str, message: &str) -> String {
         name if name == "body" => "query".to_string(),
         name => name,
     }
+}
+
+/// The name serde quoted at the start of `rest`: up to the backtick that ends the quote, which the
+/// name itself may contain (a parameter called ``a`b``), so it is found by what follows it.
+fn quoted_name(rest: &str) -> Option<&str> {
+    for end in ["`, expected ", "`, there are no fields"] {
+        if let Some(i) = rest.find(end) {
+            return Some(&rest[..i]);
+        }
+    }
+    rest.strip_suffix('`')
 }
 
 fn strip_position(message: &str) -> String {
@@ -128,6 +139,13 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         count: u32,
+    }
+
+    #[test]
+    fn a_quoted_name_may_hold_backticks() {
+        assert_eq!(parameter_name(".", "unknown field `0``, expected one of `a`, `b`"), "0`");
+        assert_eq!(parameter_name(".", "unknown field `x`, there are no fields"), "x");
+        assert_eq!(parameter_name(".", "duplicate field `a`b`"), "a`b");
     }
 
     #[test]
