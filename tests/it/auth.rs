@@ -255,6 +255,42 @@ async fn jwt_bearer_tokens_map_claims_to_roles() {
 }
 
 #[tokio::test]
+async fn jwts_are_verified_against_a_jwks_file_or_a_pem_public_key() {
+    use base64::Engine;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let keys = tempfile::tempdir().unwrap();
+    let signer = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    // The public key as a JWK: the uncompressed point is 0x04 || x || y.
+    let point = signer.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..65])}]});
+    std::fs::write(keys.path().join("jwks.json"), jwks.to_string()).unwrap();
+    std::fs::write(keys.path().join("public.pem"), signer.public_key_pem()).unwrap();
+    let claims = json!({"sub": "ops", "exp": chrono::Utc::now().timestamp() + 300, "role": "admin"});
+    let sign = |key: &rcgen::KeyPair| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".to_string());
+        encode(&header, &claims, &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap()).unwrap()
+    };
+    for source in ["jwks_file", "public_key_file"] {
+        let dir = keys.path().to_path_buf();
+        let server = TestServer::start_with(move |config| {
+            config.auth.jwt = Some(repdist::config::JwtConfig {
+                jwks_file: (source == "jwks_file").then(|| dir.join("jwks.json")),
+                public_key_file: (source == "public_key_file").then(|| dir.join("public.pem")),
+                ..Default::default()
+            });
+        })
+        .await;
+        let (status, body) = server.send_with(&client_with(Some(&sign(&signer))), Method::GET, "/api/v1/reporting/dead-letters", None).await;
+        assert_eq!(status, 200, "{source}: {body}");
+        let (status, body) = server.send_with(&client_with(Some(&sign(&stranger))), Method::GET, "/api/v1/reporting/dead-letters", None).await;
+        assert_eq!(status, 401, "{source}: signed by another key: {body}");
+    }
+}
+
+#[tokio::test]
 async fn the_embedded_default_creates_one_admin_key_in_the_data_directory() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(data_dir.path(), |_| {}).await;
