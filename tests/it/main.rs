@@ -2,6 +2,7 @@
 
 mod analytics;
 mod channels;
+mod content;
 mod dashboard;
 mod delivery;
 mod digests;
