@@ -162,7 +162,7 @@ impl ContentStore {
                 producing.remove(&path);
             }
         }
-        produced.map(|()| personalised)
+        produced.map(|()| Some(personalised))
     }
 
     fn produce(
