@@ -42,6 +42,7 @@ fn scan(path: &Path, format: SourceFormat) -> Result<LazyFrame, ContentError> {
     if !path.is_file() {
         return Err(ContentError::Io(format!("report file {} is not there", path.display())));
     }
+    let glob_like = path.to_string_lossy().contains(['*', '?', '[']);
     let path = PlRefPath::try_from_path(path)?;
     Ok(match format {
         SourceFormat::Csv => LazyCsvReader::new(path)
@@ -50,7 +51,14 @@ fn scan(path: &Path, format: SourceFormat) -> Result<LazyFrame, ContentError> {
             .with_glob(false)
             .finish()?,
         SourceFormat::Parquet => LazyFrame::scan_parquet(path, ScanArgsParquet { glob: false, ..Default::default() })?,
-        SourceFormat::JsonLines => LazyJsonLineReader::new(path).finish_no_glob()?,
+        // Polars' NDJSON reader always expands glob patterns (its `finish_no_glob` is unreachable!),
+        // so a path that would be read as one is refused rather than widened to other files.
+        SourceFormat::JsonLines => {
+            if glob_like {
+                return Err(ContentError::Io("the report file's path has glob characters, which the JSON lines reader would expand".to_string()));
+            }
+            LazyJsonLineReader::new(path).finish()?
+        }
     })
 }
 

@@ -19,6 +19,21 @@ use dataflows::report::ReportDistribution;
 
 pub use frame::SourceFormat;
 
+/// Runs Polars work on a thread of its own, outside the service's tokio runtime: Polars' streaming
+/// engine starts async work of its own and refuses to block inside a runtime that is not
+/// multi-threaded (as a `#[tokio::test]` is), so it must not find one on its thread. `None` when
+/// the work panicked.
+pub async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("polars".into()).spawn(move || {
+        let _ = done.send(work());
+    });
+    match spawned {
+        Ok(_) => result.await.ok(),
+        Err(_) => None,
+    }
+}
+
 /// Why a report's content could not be personalised or measured.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {

@@ -216,20 +216,20 @@ async fn personalise(content: &Arc<ContentStore>, task: &DeliveryTask, request: 
     }
     let (store, report) = (content.clone(), task.report.clone());
     let inline = matches!(request.destination, sinks::Destination::Webhook { .. });
-    let produced = tokio::task::spawn_blocking(move || {
+    let produced = crate::content::off_runtime(move || {
         let Some(personalised) = store.personalise(&report, &spec)? else { return Ok(None) };
         let inlined = if inline { Some(personalised.inline()?) } else { None };
         Ok::<_, crate::content::ContentError>(Some((personalised, inlined)))
     })
     .await;
     let (personalised, inlined) = match produced {
-        Ok(Ok(Some(personalised))) => personalised,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(error)) if error.is_transient() => {
+        Some(Ok(Some(personalised))) => personalised,
+        Some(Ok(None)) => return Ok(()),
+        Some(Err(error)) if error.is_transient() => {
             return Err(AttemptResult::Transient { error: error.to_string(), retry_after: None });
         }
-        Ok(Err(error)) => return Err(AttemptResult::Permanent { error: error.to_string() }),
-        Err(join) => return Err(AttemptResult::Permanent { error: format!("personalising the report failed: {join}") }),
+        Some(Err(error)) => return Err(AttemptResult::Permanent { error: error.to_string() }),
+        None => return Err(AttemptResult::Permanent { error: "personalising the report failed inside Polars".to_string() }),
     };
     match &mut request.destination {
         sinks::Destination::Email { attachment, .. } => *attachment = Some(personalised.path),

@@ -204,13 +204,13 @@ impl Runtime {
             return event;
         }
         let probe = event.clone();
-        let error = match tokio::task::spawn_blocking(move || ContentStore::facts(&probe)).await {
-            Ok(Ok(facts)) => {
+        let error = match crate::content::off_runtime(move || ContentStore::facts(&probe)).await {
+            Some(Ok(facts)) => {
                 event.report_data.content_facts = facts;
                 return event;
             }
-            Ok(Err(error)) => error.to_string(),
-            Err(join) => format!("the computation failed: {join}"),
+            Some(Err(error)) => error.to_string(),
+            None => "the computation failed inside Polars".to_string(),
         };
         tracing::warn!(event_id = %event.event_id, file_path = %event.report_data.file_path, %error,
             "no content facts for the report: its content conditions do not hold");

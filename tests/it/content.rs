@@ -57,8 +57,15 @@ fn emea_spec(format: Option<OutputFormat>) -> ContentSpec {
     }
 }
 
+/// Read on a thread of its own: Polars refuses to block inside a current-thread tokio runtime, which
+/// an async test is (the service does the same, see `content::off_runtime`).
 fn read_parquet(path: &Path) -> DataFrame {
-    LazyFrame::scan_parquet(PlRefPath::try_from_path(path).unwrap(), ScanArgsParquet::default()).unwrap().collect().unwrap()
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).unwrap(), ScanArgsParquet::default()).unwrap().collect().unwrap()
+    })
+    .join()
+    .expect("the parquet file reads")
 }
 
 fn read_xlsx(path: &Path) -> Vec<Vec<Data>> {
