@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cache;
 pub mod bus;
 pub mod config;
+pub mod content;
 pub mod demo;
 pub mod grpc;
 pub mod runtime;

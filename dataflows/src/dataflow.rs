@@ -315,6 +315,7 @@ fn expand(
                     accepted_at,
                     attempt: 1,
                     digest: None,
+                    content: subscription.content_spec().map(Box::new),
                 }),
             }
         })

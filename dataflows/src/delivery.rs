@@ -77,6 +77,10 @@ pub struct DeliveryTask {
     /// digest as a whole: see [`crate::digest::assemble`]). `None` for a single report's delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<Box<crate::digest::Digest>>,
+    /// How the subscriber wants a tabular report's content (rows, columns, format), when it asked
+    /// for anything; the host personalises the file at dispatch (see [`crate::content`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Box<crate::content::ContentSpec>>,
 }
 
 impl DeliveryTask {

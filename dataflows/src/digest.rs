@@ -102,6 +102,7 @@ pub fn assemble(mut members: Vec<DigestMember>) -> Option<DeliveryTask> {
             report_period: String::new(),
             file_path: String::new(),
             file_size_bytes: members.iter().map(|m| m.report.report_data.file_size_bytes.max(0)).sum(),
+            content_facts: Default::default(),
         },
         routing: DistributionRouting::default(),
         metadata: ReportMetadata {
@@ -128,6 +129,7 @@ pub fn assemble(mut members: Vec<DigestMember>) -> Option<DeliveryTask> {
                 .map(|m| DigestEntry { member_id: m.member_id, accepted_at: m.accepted_at, report: m.report })
                 .collect(),
         })),
+        content: None,
     })
 }
 

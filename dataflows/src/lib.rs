@@ -7,6 +7,7 @@
 //! digest per subscription, channel and cron tick, due when dataflow time reaches the tick.
 
 pub mod channel_settings;
+pub mod content;
 pub mod dataflow;
 pub mod delivery;
 pub mod digest;

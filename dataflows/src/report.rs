@@ -97,6 +97,11 @@ pub struct ReportDataInfo {
     pub file_path: String,
     #[serde(default)]
     pub file_size_bytes: i64,
+    /// Aggregates of the file's content (`max(exposure)`, `count(*)`...), computed by the service
+    /// when it accepts the report (a publisher's own value is replaced) and stored with it; what
+    /// TRIGGERED subscriptions' content conditions are decided on. Empty for non-tabular files.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub content_facts: crate::content::ContentFacts,
 }
 
 /// The seed's `ReportMetadata`.

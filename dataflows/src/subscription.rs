@@ -6,6 +6,7 @@ pub use crate::channel_settings::{
     ChatKind, DashboardSettings, EmailSettings, EncryptionSettings, MobilePushSettings, NotificationSettings, PushProvider, SftpSettings,
     SlackSettings, WebhookSettings,
 };
+use crate::content::{ContentSpec, RowPredicate, Trigger};
 use crate::delivery::DeliveryChannel;
 use crate::report::{ReportDataType, ReportDistribution};
 use crate::validation::{identifier, FieldError, Validate};
@@ -78,6 +79,8 @@ pub struct DeliveryPreferences {
     /// Cron expression for SCHEDULED subscriptions.
     #[serde(default)]
     pub schedule: Option<String>,
+    /// The first of `CSV`, `JSON` (JSON lines), `PARQUET`, `XLSX` is the format of a tabular
+    /// report's personalised file; `PDF`, `HTML`, `ORIGINAL` mean the file as published.
     #[serde(default)]
     pub format_preferences: Vec<String>,
     #[serde(default)]
@@ -97,6 +100,17 @@ pub struct SubscriptionFilters {
     /// Only reports whose `routing.priority` is at least this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_priority: Option<i32>,
+    /// Rows of a tabular report this subscriber gets (all must hold), e.g.
+    /// `{"column": "region", "in": ["EMEA"]}`. `portfolio_ids` also selects rows by the file's
+    /// `portfolio_id` column when it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<RowPredicate>,
+    /// Columns of a tabular report this subscriber gets, in this order; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// The condition of a TRIGGERED subscription (required for it, refused for other types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 impl ReportSubscription {
@@ -124,6 +138,12 @@ impl ReportSubscription {
                 return false;
             }
         }
+        if self.subscription_type == SubscriptionType::Triggered {
+            // Refused at subscribe time without a trigger; a stored version without one fires never.
+            if !filters.trigger.as_ref().is_some_and(|trigger| trigger.fires(report)) {
+                return false;
+            }
+        }
         if let Some(glob) = &filters.routing_key {
             // Validated at subscribe time, so a parse failure here means "matches nothing".
             match glob::Pattern::new(glob) {
@@ -132,6 +152,26 @@ impl ReportSubscription {
             }
         }
         true
+    }
+
+    /// What the subscriber asked of a tabular report's content, if anything: rows, columns, or a
+    /// tabular output format. `None` delivers the report's file as published.
+    pub fn content_spec(&self) -> Option<ContentSpec> {
+        let format = self
+            .delivery_preferences
+            .format_preferences
+            .iter()
+            .find_map(|f| crate::content::parse_format(f).ok().flatten());
+        let filters = &self.filters;
+        if filters.rows.is_empty() && filters.columns.is_empty() && filters.portfolio_ids.is_empty() && format.is_none() {
+            return None;
+        }
+        Some(ContentSpec {
+            portfolio_ids: filters.portfolio_ids.clone(),
+            rows: filters.rows.clone(),
+            columns: filters.columns.clone(),
+            format,
+        })
     }
 
     /// The channels a matching report goes out on: the subscription's, narrowed by the report's
@@ -184,6 +224,15 @@ impl Validate for ReportSubscription {
         if let Some(glob) = &self.filters.routing_key {
             glob::Pattern::new(glob)
                 .map_err(|e| FieldError::new("filters.routing_key", format!("is not a valid glob: {e}")))?;
+        }
+        crate::content::validate_selection(&self.filters.rows, &self.filters.columns, &prefs.format_preferences)?;
+        match (&self.filters.trigger, self.subscription_type) {
+            (Some(trigger), SubscriptionType::Triggered) => trigger.validate("filters.trigger")?,
+            (None, SubscriptionType::Triggered) => {
+                return Err(FieldError::new("filters.trigger", "is required for TRIGGERED subscriptions"));
+            }
+            (Some(_), _) => return Err(FieldError::new("filters.trigger", "is only used by TRIGGERED subscriptions")),
+            (None, _) => {}
         }
         Ok(())
     }
@@ -246,6 +295,58 @@ mod tests {
         let mut s = sub();
         s.status = SubscriptionStatus::Paused;
         assert!(!s.matches(&r), "paused");
+    }
+
+    #[test]
+    fn triggered_subscriptions_fire_on_metadata_and_content_facts() {
+        let mut s = sub();
+        s.subscription_type = SubscriptionType::Triggered;
+        s.report_types = vec![ReportDataType::RiskReport, ReportDataType::AlertReport];
+        assert!(!s.matches(&report()), "no trigger: never");
+        s.filters.trigger = Some(serde_json::from_value(serde_json::json!({
+            "data_types": ["ALERT_REPORT"], "min_priority": 3,
+            "content": [{"column": "exposure", "aggregate": "max", "gt": 100}]})).unwrap());
+        let mut alert = report();
+        alert.data_type = ReportDataType::AlertReport;
+        alert.report_data.content_facts = [("max(exposure)".to_string(), crate::content::Number(101.0))].into();
+        assert!(s.matches(&alert), "all parts hold");
+        assert!(!s.matches(&ReportDistribution { data_type: ReportDataType::RiskReport, ..alert.clone() }), "data type");
+        let mut low = alert.clone();
+        low.routing.priority = 2;
+        assert!(!s.matches(&low), "priority below the minimum");
+        let mut calm = alert.clone();
+        calm.report_data.content_facts = [("max(exposure)".to_string(), crate::content::Number(100.0))].into();
+        assert!(!s.matches(&calm), "content below the threshold");
+        let mut unknown = alert;
+        unknown.report_data.content_facts.clear();
+        assert!(!s.matches(&unknown), "no facts: the content condition does not hold");
+    }
+
+    #[test]
+    fn trigger_belongs_to_triggered_subscriptions_only() {
+        let mut s = sub();
+        s.delivery_preferences.channels = vec![DeliveryChannel::DashboardNotification];
+        s.subscription_type = SubscriptionType::Triggered;
+        assert_eq!(s.validate().unwrap_err().field, "filters.trigger");
+        s.filters.trigger = Some(Trigger::default());
+        assert_eq!(s.validate().unwrap_err().field, "filters.trigger", "an empty condition");
+        s.filters.trigger = Some(Trigger { min_priority: Some(2), ..Default::default() });
+        assert!(s.validate().is_ok());
+        s.subscription_type = SubscriptionType::RealTime;
+        assert_eq!(s.validate().unwrap_err().field, "filters.trigger");
+    }
+
+    #[test]
+    fn content_spec_only_when_asked() {
+        let mut s = sub();
+        assert_eq!(s.content_spec(), None);
+        s.delivery_preferences.format_preferences = vec!["PDF".into()];
+        assert_eq!(s.content_spec(), None, "pass-through formats ask for nothing");
+        s.delivery_preferences.format_preferences.push("parquet".into());
+        assert_eq!(s.content_spec().unwrap().format, Some(crate::content::OutputFormat::Parquet));
+        s.delivery_preferences.format_preferences.clear();
+        s.filters.columns = vec!["a".into()];
+        assert_eq!(s.content_spec().unwrap().columns, vec!["a".to_string()]);
     }
 
     #[test]

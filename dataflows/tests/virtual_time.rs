@@ -245,3 +245,51 @@ fn stats_windows_count_attempts_and_latency() {
         assert_eq!(gone.len(), 1, "the window leaves the view after its retention");
     });
 }
+
+/// A TRIGGERED subscription yields a delivery only for reports its condition holds for (metadata,
+/// and content facts computed at ingest); for the others no task exists at all.
+#[test]
+fn triggered_subscriptions_create_tasks_only_when_the_condition_holds() {
+    run(DataflowConfig::default(), |h| {
+        let mut alerts = subscription("alerts", &[]);
+        alerts.subscription_type = SubscriptionType::Triggered;
+        alerts.report_types = vec![ReportDataType::AlertReport, ReportDataType::PerformanceReport];
+        alerts.filters.trigger = Some(
+            serde_json::from_value(serde_json::json!({
+                "data_types": ["ALERT_REPORT"], "min_priority": 3,
+                "content": [{"column": "var_99", "aggregate": "max", "gte": 5.5}]
+            }))
+            .unwrap(),
+        );
+        let plain = subscription("plain", &[]);
+        h.dataflow.advance_to(10);
+        h.dataflow.upsert_subscription(alerts);
+        h.dataflow.upsert_subscription(plain);
+        h.settle(20);
+
+        let alert = |event: &str, report_id: &str, priority: i32, var: Option<f64>| {
+            let mut r = report(event, report_id, "p1");
+            r.data_type = ReportDataType::AlertReport;
+            r.routing.priority = priority;
+            if let Some(v) = var {
+                r.report_data.content_facts.insert("max(var_99)".into(), dataflows::content::Number(v));
+            }
+            r
+        };
+        h.dataflow.insert_report(alert("e1", "fires", 3, Some(5.5)));
+        h.dataflow.insert_report(alert("e2", "low-priority", 2, Some(9.0)));
+        h.dataflow.insert_report(alert("e3", "calm", 5, Some(5.4)));
+        h.dataflow.insert_report(alert("e4", "no-content", 5, None));
+        h.dataflow.insert_report(report("e5", "performance", "p1"));
+        h.settle(30);
+        let dispatched = h.dispatched();
+        let triggered: Vec<&str> = dispatched
+            .iter()
+            .filter(|(_, t)| t.subscription_id == "alerts")
+            .map(|(_, t)| t.report.report_data.report_id.as_str())
+            .collect();
+        assert_eq!(triggered, vec!["fires"], "only the report that meets every part of the condition");
+        assert_eq!(dispatched.iter().filter(|(_, t)| t.subscription_id == "plain").count(), 1, "REAL_TIME: its type only");
+        assert!(h.events().is_empty(), "nothing else: no task, no dead letter for a trigger that did not fire");
+    });
+}

@@ -179,13 +179,6 @@ fn check(app: &AppState, subscription: &ReportSubscription) -> Result<(), ApiErr
 /// The checks every door applies to a subscription (REST, gRPC, the Kafka topic).
 pub(crate) fn admissible(runtime: &crate::runtime::Runtime, allow_private_webhooks: bool, subscription: &ReportSubscription) -> Result<(), ApiError> {
     subscription.validate()?;
-    match subscription.subscription_type {
-        SubscriptionType::RealTime | SubscriptionType::OnDemand | SubscriptionType::Scheduled => {}
-        other => {
-            let name = serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            return Err(ApiError::invalid("subscription_type", format!("{name} subscriptions are not supported by this server yet")));
-        }
-    }
     let enabled = runtime.enabled_channels();
     for (i, channel) in subscription.delivery_preferences.channels.iter().enumerate() {
         if !enabled.contains(&channel.as_str()) {

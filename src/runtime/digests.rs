@@ -67,6 +67,7 @@ mod tests {
             accepted_at: tick,
             attempt: 1,
             digest: None,
+            content: None,
         }
     }
 

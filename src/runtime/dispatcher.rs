@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoints::{self, EndpointResolver, LaneStatus, Lanes, Next, Ticket};
 use crate::config::EndpointsConfig;
+use crate::content::ContentStore;
 
 pub use super::render::render;
 use super::dead_tokens::DeadTokenReporter;
@@ -129,6 +130,8 @@ pub struct DispatcherConfig {
     pub attempt_timeout: Duration,
     /// Told about push failures that say the device token is dead.
     pub dead_tokens: DeadTokenReporter,
+    /// Personalised report files (a subscription's rows, columns and format).
+    pub content: Arc<ContentStore>,
 }
 
 /// Runs until `shutdown`; then stops taking tasks and waits for the attempts under way.
@@ -152,10 +155,11 @@ pub async fn run(
         let finished = finished.clone();
         let timeout = config.attempt_timeout;
         let dead_tokens = config.dead_tokens.clone();
+        let content = config.content.clone();
         let queue = queue.clone();
         in_flight.spawn(async move {
             let started = std::time::Instant::now();
-            let result = attempt(&sinks, &task, timeout, &dead_tokens).await;
+            let result = attempt(&sinks, &task, timeout, &dead_tokens, &content).await;
             let elapsed = started.elapsed();
             // The endpoint learns the result at once; the in-flight permit waits for the sequencer.
             queue.finish(ticket, &result);
@@ -166,14 +170,23 @@ pub async fn run(
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn attempt(sinks: &SinkRegistry, task: &DeliveryTask, timeout: Duration, dead_tokens: &DeadTokenReporter) -> AttemptResult {
+async fn attempt(
+    sinks: &SinkRegistry,
+    task: &DeliveryTask,
+    timeout: Duration,
+    dead_tokens: &DeadTokenReporter,
+    content: &Arc<ContentStore>,
+) -> AttemptResult {
     let Some(sink) = sinks.get(task.channel.as_str()) else {
         return AttemptResult::Permanent { error: format!("no sink is configured for channel {}", task.channel.as_str()) };
     };
-    let request = match render(task, timeout) {
+    let mut request = match render(task, timeout) {
         Ok(request) => request,
         Err(error) => return AttemptResult::Permanent { error },
     };
+    if let Err(failed) = personalise(content, task, &mut request).await {
+        return failed;
+    }
     // The sink enforces the timeout itself; this outer bound only guards against a sink that doesn't.
     let outcome = tokio::time::timeout(timeout + Duration::from_secs(1), sink.deliver(&request)).await;
     if let Ok(Err(error)) = &outcome {
@@ -187,4 +200,55 @@ async fn attempt(sinks: &SinkRegistry, task: &DeliveryTask, timeout: Duration, d
         Ok(Err(SinkError::Permanent { reason })) => AttemptResult::Permanent { error: reason },
         Err(_) => AttemptResult::Transient { error: format!("timed out after {timeout:?}"), retry_after: None },
     }
+}
+
+/// Swaps the report's file for the subscriber's personalised one (their rows, columns and format)
+/// where the channel carries the file: the EMAIL attachment, the SFTP upload, and a webhook's
+/// inline `content` (JSON rows, when small enough). The file is produced once per (report,
+/// content spec) and cached, so a retry or an identical subscription reuses it. A subscription that
+/// names a column the report lacks fails permanently with the reason; a missing file transiently.
+async fn personalise(content: &Arc<ContentStore>, task: &DeliveryTask, request: &mut sinks::DeliveryRequest) -> Result<(), AttemptResult> {
+    let Some(spec) = task.content.clone() else { return Ok(()) };
+    if task.digest.is_some() || ContentStore::tabular_source(&task.report).is_none() {
+        return Ok(());
+    }
+    let carries_file = matches!(
+        request.destination,
+        sinks::Destination::Email { attachment: Some(_), .. } | sinks::Destination::Sftp { .. } | sinks::Destination::Webhook { .. }
+    );
+    if !carries_file {
+        return Ok(());
+    }
+    let (store, report) = (content.clone(), task.report.clone());
+    let inline = matches!(request.destination, sinks::Destination::Webhook { .. });
+    let produced = crate::content::off_runtime(move || {
+        let Some(personalised) = store.personalise(&report, &spec)? else { return Ok(None) };
+        let inlined = if inline { Some(personalised.inline()?) } else { None };
+        Ok::<_, crate::content::ContentError>(Some((personalised, inlined)))
+    })
+    .await;
+    let (personalised, inlined) = match produced {
+        Some(Ok(Some(personalised))) => personalised,
+        Some(Ok(None)) => return Ok(()),
+        Some(Err(error)) if error.is_transient() => {
+            return Err(AttemptResult::Transient { error: error.to_string(), retry_after: None });
+        }
+        Some(Err(error)) => return Err(AttemptResult::Permanent { error: error.to_string() }),
+        None => return Err(AttemptResult::Permanent { error: "personalising the report failed inside Polars".to_string() }),
+    };
+    match &mut request.destination {
+        sinks::Destination::Email { attachment, .. } => *attachment = Some(personalised.path),
+        sinks::Destination::Sftp { files, .. } => {
+            *files = vec![sinks::SftpFile { path: personalised.path, name: personalised.file_name }];
+        }
+        sinks::Destination::Webhook { .. } => {
+            let mut body: serde_json::Value = serde_json::from_slice(&request.payload)
+                .map_err(|e| AttemptResult::Permanent { error: format!("could not render payload: {e}") })?;
+            body["data"]["content"] = inlined.unwrap_or_default();
+            let body = serde_json::to_vec(&body).map_err(|e| AttemptResult::Permanent { error: format!("could not render payload: {e}") })?;
+            request.payload = body.into();
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::CacheClient;
+use crate::content::ContentStore;
 use crate::config::Config;
 use crate::store::Store;
 use analytics_feed::AnalyticsFeed;
@@ -140,6 +141,7 @@ impl Runtime {
             subscription_writes: subscription_writes.clone(),
         };
         let (dead_token_reporter, dead_tokens) = keeper.spawn(shutdown.clone());
+        let content = Arc::new(ContentStore::new(config.data_dir.join("content")));
         let dispatcher_done = CancellationToken::new();
         let dispatcher = {
             let (sinks, dispatch, shutdown, done) = (sinks.clone(), dispatch.clone(), shutdown.clone(), dispatcher_done.clone());
@@ -147,6 +149,7 @@ impl Runtime {
                 max_in_flight: config.delivery.max_in_flight,
                 attempt_timeout: config.delivery.attempt_timeout,
                 dead_tokens: dead_token_reporter,
+                content,
             };
             tokio::spawn(async move {
                 dispatcher::run(dispatch, sinks, dispatcher_config, finished_tx, shutdown).await;
@@ -177,6 +180,7 @@ impl Runtime {
 
     /// Accepts a report; answers once it and its delivery set are durable.
     pub async fn submit_report(&self, event: ReportDistribution) -> Result<ReportAck, RuntimeError> {
+        let event = self.with_content_facts(event).await;
         self.call(|reply| Command::Report { event, reply }).await?
     }
 
@@ -187,10 +191,36 @@ impl Runtime {
         &self,
         event: ReportDistribution,
     ) -> Result<oneshot::Receiver<Result<ReportAck, RuntimeError>>, RuntimeError> {
+        let event = self.with_content_facts(event).await;
         let permit = self.commands.reserve().await.map_err(|_| RuntimeError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
         permit.send(Command::Report { event, reply });
         Ok(answer)
+    }
+
+    /// The report with its content facts (see `dataflows::content::ContentFacts`) computed from its
+    /// tabular file, replacing whatever the publisher sent: decided here, before the report enters
+    /// the sequencer, so they are durable with it and a TRIGGERED subscription's content condition
+    /// is decided in the dataflow (a replay after a crash decides the same). A file that cannot be
+    /// read yields no facts (content conditions then do not hold) and is logged; the report is
+    /// still accepted, as every other subscription may want it.
+    async fn with_content_facts(&self, mut event: ReportDistribution) -> ReportDistribution {
+        event.report_data.content_facts.clear();
+        if ContentStore::tabular_source(&event).is_none() {
+            return event;
+        }
+        let probe = event.clone();
+        let error = match crate::content::off_runtime(move || ContentStore::facts(&probe)).await {
+            Some(Ok(facts)) => {
+                event.report_data.content_facts = facts;
+                return event;
+            }
+            Some(Err(error)) => error.to_string(),
+            None => "the computation failed inside Polars".to_string(),
+        };
+        tracing::warn!(event_id = %event.event_id, file_path = %event.report_data.file_path, %error,
+            "no content facts for the report: its content conditions do not hold");
+        event
     }
 
     /// Applies a subscription version (create, update, pause, cancel) from now on.

@@ -216,6 +216,7 @@ mod tests {
             accepted_at: 0,
             attempt: 1,
             digest: None,
+            content: None,
         }
     }
 

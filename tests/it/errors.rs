@@ -35,7 +35,17 @@ async fn subscription_errors_name_the_field() {
         ({ let mut b = good.clone(); b["delivery_preferences"]["channels"] = json!(["EMAIL"]);
            b["delivery_preferences"]["notification_settings"]["email"] = json!({"to": ["a@example.com"]}); b },
             "delivery_preferences.channels[0]"),
-        ({ let mut b = good.clone(); b["subscription_type"] = json!("TRIGGERED"); b }, "subscription_type"),
+        ({ let mut b = good.clone(); b["subscription_type"] = json!("TRIGGERED"); b }, "filters.trigger"),
+        ({ let mut b = good.clone(); b["subscription_type"] = json!("TRIGGERED");
+           b["filters"]["trigger"] = json!({"content": [{"column": "x", "aggregate": "median", "gt": 1}]}); b }, "filters.trigger.content[0].aggregate"),
+        ({ let mut b = good.clone(); b["subscription_type"] = json!("TRIGGERED");
+           b["filters"]["trigger"] = json!({"content": [{"column": "x", "aggregate": "max"}]}); b }, "filters.trigger.content[0]"),
+        ({ let mut b = good.clone(); b["filters"]["trigger"] = json!({"min_priority": 1}); b }, "filters.trigger"),
+        ({ let mut b = good.clone(); b["filters"]["rows"] = json!([{"column": "region", "in": ["EMEA"], "eq": "APAC"}]); b }, "filters.rows[0]"),
+        ({ let mut b = good.clone(); b["filters"]["rows"] = json!([{"column": "region", "like": "E%"}]); b }, "filters.rows[0].like"),
+        ({ let mut b = good.clone(); b["filters"]["columns"] = json!(["a", ""]); b }, "filters.columns[1]"),
+        ({ let mut b = good.clone(); b["delivery_preferences"]["format_preferences"] = json!(["PDF", "DOCX"]); b },
+            "delivery_preferences.format_preferences[1]"),
         ({ let mut b = good.clone(); b["subscription_type"] = json!("SCHEDULED"); b }, "delivery_preferences.schedule"),
         ({ let mut b = good.clone(); b["subscription_type"] = json!("SCHEDULED");
            b["delivery_preferences"]["schedule"] = json!("every monday at 8"); b }, "delivery_preferences.schedule"),

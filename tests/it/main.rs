@@ -4,6 +4,7 @@ mod analytics;
 // Credentials, roles, the keys CLI and the audit trail.
 mod auth;
 mod channels;
+mod content;
 mod dashboard;
 mod delivery;
 mod digests;

@@ -64,6 +64,7 @@ pub fn task(report: &ReportDistribution, sub: &ReportSubscription, channel: Deli
         accepted_at,
         attempt: 1,
         digest: None,
+        content: None,
     }
 }
 

@@ -444,6 +444,7 @@ mod tests {
             accepted_at: 0,
             attempt: 1,
             digest: None,
+            content: None,
         }
     }
 
