@@ -158,11 +158,16 @@ pub struct RetentionConfig {
     /// Reports purged per transaction, so that a purge never holds the store (and the group
     /// commits queued behind it on SQLite) for long; a run repeats batches until none is left.
     pub batch: u32,
+    /// Personalised report files (`{data_dir}/content/`) are removed, at each purge, this long
+    /// after their report's last one was produced. The cache is derived: a delivery that needs a
+    /// removed file produces it again. `0s` removes them at every purge.
+    #[serde(with = "humantime_serde")]
+    pub content_cache_ttl: Duration,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { purge_interval: Duration::from_secs(3600), batch: 500 }
+        RetentionConfig { purge_interval: Duration::from_secs(3600), batch: 500, content_cache_ttl: Duration::from_secs(24 * 3600) }
     }
 }
 

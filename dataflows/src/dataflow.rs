@@ -304,6 +304,7 @@ fn expand(
                     tick,
                     report: report.clone(),
                     accepted_at,
+                    content: subscription.content_spec().map(Box::new),
                 }),
                 None => Expansion::Now(DeliveryTask {
                     delivery_id: member_id,

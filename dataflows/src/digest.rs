@@ -55,6 +55,11 @@ pub struct DigestMember {
     pub report: ReportDistribution,
     /// Dataflow time at which the report was accepted.
     pub accepted_at: Time,
+    /// The subscription's content selection when the report matched: each report's file in the
+    /// digest is personalised with it, as a report of its own would be. Absent in members stored
+    /// before digests were personalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Box<crate::content::ContentSpec>>,
 }
 
 /// The contents of a digest delivery.
@@ -129,7 +134,7 @@ pub fn assemble(mut members: Vec<DigestMember>) -> Option<DeliveryTask> {
                 .map(|m| DigestEntry { member_id: m.member_id, accepted_at: m.accepted_at, report: m.report })
                 .collect(),
         })),
-        content: None,
+        content: newest.content.clone(),
     })
 }
 
@@ -148,6 +153,7 @@ mod tests {
             settings: NotificationSettings::default(),
             schedule: "* * * * * *".into(),
             tick: 1_000,
+            content: None,
             report: ReportDistribution {
                 event_id: format!("e-{report_id}"),
                 timestamp: chrono::DateTime::from_timestamp(0, 0).unwrap(),

@@ -38,7 +38,7 @@ impl SourceFormat {
 }
 
 /// A lazy scan of the file: nothing is read until the query runs, and then in batches.
-fn scan(path: &Path, format: SourceFormat) -> Result<LazyFrame, ContentError> {
+pub fn scan(path: &Path, format: SourceFormat) -> Result<LazyFrame, ContentError> {
     if !path.is_file() {
         return Err(ContentError::Io(format!("report file {} is not there", path.display())));
     }

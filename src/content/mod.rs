@@ -5,7 +5,11 @@
 //!
 //! Personalised files are cached under `{data_dir}/content/`, keyed by the report (id, path, size,
 //! modification time) and the digest of the [`ContentSpec`]: identical subscriptions share one file,
-//! and a retry reuses it.
+//! and a retry reuses it. A text source (CSV, JSON lines) of [`STAGE_MIN_BYTES`] or more is first
+//! staged, once per report, as an uncompressed Parquet copy beside them: a report with content goes
+//! to many subscribers, and parsing text again for each of them was most of the work, where a
+//! Parquet scan reads only the columns a query needs, already typed. The cache holds nothing that
+//! cannot be produced again, so [`ContentStore::prune`] may remove any of it.
 
 mod frame;
 mod output;
@@ -110,18 +114,38 @@ impl Personalised {
     }
 }
 
+/// Text sources of this size or more are staged as Parquet before they are personalised (see the
+/// module's documentation); a smaller one is cheaper to parse again than to copy.
+pub const STAGE_MIN_BYTES: u64 = 1024 * 1024;
+
+/// What [`ContentStore::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Reports whose cached files (personalised and staged) were removed.
+    pub reports: u64,
+    pub bytes: u64,
+}
+
 /// Produces and caches personalised files; computes content facts.
 pub struct ContentStore {
     dir: PathBuf,
+    stage_min_bytes: u64,
     /// One lock per cache entry being produced, so concurrent deliveries of the same (report, spec)
-    /// produce it once and the others then reuse it.
+    /// produce it once and the others then reuse it. [`ContentStore::prune`] holds the map's own
+    /// lock while it removes a report's entries, and skips a report with one being produced.
     producing: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
 impl ContentStore {
     /// A store caching under `dir` (created when first needed).
     pub fn new(dir: impl Into<PathBuf>) -> ContentStore {
-        ContentStore { dir: dir.into(), producing: Mutex::new(HashMap::new()) }
+        ContentStore { dir: dir.into(), stage_min_bytes: STAGE_MIN_BYTES, producing: Mutex::new(HashMap::new()) }
+    }
+
+    /// Stages text sources of `bytes` or more instead of [`STAGE_MIN_BYTES`] (tests use small files).
+    pub fn with_staging_threshold(mut self, bytes: u64) -> ContentStore {
+        self.stage_min_bytes = bytes;
+        self
     }
 
     /// The report's local tabular file and its format, when it has one (by extension: `.csv`,
@@ -155,54 +179,78 @@ impl ContentStore {
         );
         let stem = source.file_stem().map_or_else(|| "report".to_string(), |s| s.to_string_lossy().into_owned());
         let file_name = format!("{stem}.{}", format.extension());
-        let dir = self.dir.join(report_key).join(spec.digest());
+        let report_dir = self.dir.join(report_key);
+        let dir = report_dir.join(spec.digest());
         let path = dir.join(&file_name);
         let personalised = Personalised { path: path.clone(), file_name, format };
 
+        let (source, source_format) = if source_format != SourceFormat::Parquet && meta.len() >= self.stage_min_bytes {
+            // No spec digest (hex) can take this name.
+            let staged = report_dir.join("source.parquet");
+            self.once(&staged, || write_atomically(&report_dir, &staged, |to| output::stage(frame::scan(&source, source_format)?, to)))?;
+            (staged, SourceFormat::Parquet)
+        } else {
+            (source, source_format)
+        };
+        self.once(&path, || write_atomically(&dir, &path, |to| output::write(frame::select(&source, source_format, spec)?, format, to)))?;
+        Ok(Some(personalised))
+    }
+
+    /// Runs `produce` unless `path` is there already, once at a time per path: concurrent callers
+    /// for the same path wait for the first and then find the file.
+    fn once(&self, path: &Path, produce: impl FnOnce() -> Result<(), ContentError>) -> Result<(), ContentError> {
         let lock = {
             let mut producing = self.producing.lock().unwrap_or_else(|p| p.into_inner());
-            producing.entry(path.clone()).or_default().clone()
+            producing.entry(path.to_path_buf()).or_default().clone()
         };
         let produced = {
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             if path.exists() {
                 Ok(())
             } else {
-                self.produce(&source, source_format, spec, format, &dir, &path)
+                produce()
             }
         };
-        {
-            let mut producing = self.producing.lock().unwrap_or_else(|p| p.into_inner());
-            if producing.get(&path).is_some_and(|l| Arc::strong_count(l) <= 2) {
-                producing.remove(&path);
-            }
+        let mut producing = self.producing.lock().unwrap_or_else(|p| p.into_inner());
+        if producing.get(path).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            producing.remove(path);
         }
-        produced.map(|()| Some(personalised))
+        produced
     }
 
-    fn produce(
-        &self,
-        source: &Path,
-        source_format: SourceFormat,
-        spec: &ContentSpec,
-        format: OutputFormat,
-        dir: &Path,
-        path: &Path,
-    ) -> Result<(), ContentError> {
-        std::fs::create_dir_all(dir).map_err(|e| ContentError::Io(format!("cache directory {}: {e}", dir.display())))?;
-        let frame = frame::select(source, source_format, spec)?;
-        // Written beside the final name, then renamed: a reader never sees a partial file, and a
-        // crash leaves only a temporary file behind.
-        let temporary = dir.join(format!(".partial-{}-{}.{}", std::process::id(), uuid::Uuid::new_v4().simple(), format.extension()));
-        let written = output::write(frame, format, &temporary);
-        if let Err(error) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(error);
+    /// Removes the cached files of every report whose entries were last added `older_than` ago or
+    /// more (a directory's modification time is when its last entry was made), skipping any report
+    /// with a file being produced. A delivery that needs a removed file produces it again, and one
+    /// that was about to read it fails transiently and is retried: nothing depends on the cache but
+    /// speed. Blocking: call it off the async runtime's threads.
+    pub fn prune(&self, older_than: std::time::Duration) -> Result<Pruned, ContentError> {
+        let io = |e: std::io::Error| ContentError::Io(format!("content cache {}: {e}", self.dir.display()));
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pruned::default()),
+            Err(e) => return Err(io(e)),
+        };
+        let now = std::time::SystemTime::now();
+        let mut pruned = Pruned::default();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let report_dir = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
+            if !meta.is_dir() || age < older_than {
+                continue;
+            }
+            let producing = self.producing.lock().unwrap_or_else(|p| p.into_inner());
+            if producing.keys().any(|path| path.starts_with(&report_dir)) {
+                continue;
+            }
+            let bytes = directory_bytes(&report_dir);
+            std::fs::remove_dir_all(&report_dir).map_err(io)?;
+            drop(producing);
+            pruned.reports += 1;
+            pruned.bytes += bytes;
         }
-        std::fs::rename(&temporary, path).map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            ContentError::Io(format!("cache file {}: {e}", path.display()))
-        })
+        Ok(pruned)
     }
 
     /// The content facts of `report` (see [`dataflows::content::ContentFacts`]): empty when it has no
@@ -213,4 +261,34 @@ impl ContentStore {
             None => Ok(ContentFacts::new()),
         }
     }
+}
+
+/// Creates `path` through `write` at a temporary name beside it, then renames it into place: a
+/// reader never sees a partial file, and a crash leaves only a temporary file (removed with its
+/// report's entries by [`ContentStore::prune`]).
+fn write_atomically(dir: &Path, path: &Path, write: impl FnOnce(&Path) -> Result<(), ContentError>) -> Result<(), ContentError> {
+    std::fs::create_dir_all(dir).map_err(|e| ContentError::Io(format!("cache directory {}: {e}", dir.display())))?;
+    let extension = path.extension().map_or_else(String::new, |e| e.to_string_lossy().into_owned());
+    let temporary = dir.join(format!(".partial-{}-{}.{extension}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    if let Err(error) = write(&temporary) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
+    std::fs::rename(&temporary, path).map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        ContentError::Io(format!("cache file {}: {e}", path.display()))
+    })
+}
+
+/// The size of the files under `dir`, as far as it can be read.
+fn directory_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => directory_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -22,6 +22,18 @@ pub fn write(frame: LazyFrame, format: OutputFormat, path: &Path) -> Result<(), 
         OutputFormat::Parquet => FileWriteFormat::Parquet(Arc::new(ParquetWriteOptions::default())),
         OutputFormat::Xlsx => return write_xlsx(frame, path),
     };
+    sink(frame, file_format, path)
+}
+
+/// Runs `frame` into the staged Parquet copy of a text source at `path`: uncompressed, since it is
+/// read once per subscriber and kept only a while, so decompressing would cost every reader more
+/// than the disk it saves.
+pub fn stage(frame: LazyFrame, path: &Path) -> Result<(), ContentError> {
+    let options = ParquetWriteOptions { compression: ParquetCompression::Uncompressed, ..Default::default() };
+    sink(frame, FileWriteFormat::Parquet(Arc::new(options)), path)
+}
+
+fn sink(frame: LazyFrame, file_format: FileWriteFormat, path: &Path) -> Result<(), ContentError> {
     let target = SinkTarget::Path(PlRefPath::try_from_path(path)?);
     frame.sink(SinkDestination::File { target }, file_format, UnifiedSinkArgs::default())?.collect()?;
     Ok(())

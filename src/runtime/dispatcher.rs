@@ -7,12 +7,13 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use dataflows::delivery::{AttemptResult, DeliveryTask};
+use dataflows::delivery::{AttemptResult, DeliveryChannel, DeliveryTask};
 use sinks::{SinkError, SinkRegistry};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::digest_payload::MemberContent;
 use super::endpoints::{self, EndpointResolver, LaneStatus, Lanes, Next, Ticket};
 use crate::config::EndpointsConfig;
 use crate::content::ContentStore;
@@ -180,7 +181,14 @@ async fn attempt(
     let Some(sink) = sinks.get(task.channel.as_str()) else {
         return AttemptResult::Permanent { error: format!("no sink is configured for channel {}", task.channel.as_str()) };
     };
-    let mut request = match render(task, timeout) {
+    let request = match &task.digest {
+        Some(digest) => match personalise_digest(content, task, digest).await {
+            Ok(contents) => super::digest_payload::render(task, digest, &contents, timeout),
+            Err(failed) => return failed,
+        },
+        None => render(task, timeout),
+    };
+    let mut request = match request {
         Ok(request) => request,
         Err(error) => return AttemptResult::Permanent { error },
     };
@@ -199,6 +207,49 @@ async fn attempt(
         }
         Ok(Err(SinkError::Permanent { reason })) => AttemptResult::Permanent { error: reason },
         Err(_) => AttemptResult::Transient { error: format!("timed out after {timeout:?}"), retry_after: None },
+    }
+}
+
+/// Each digest member's file personalised with the digest's selection (see
+/// [`MemberContent`]), where the channel carries files: SFTP uploads them, webhooks carry them
+/// inline. Empty when nothing is personalised. A transient failure (a file not there yet) retries
+/// the whole digest; a selection that does not fit one report is that member's `content_error`,
+/// and the others go.
+async fn personalise_digest(
+    content: &Arc<ContentStore>,
+    task: &DeliveryTask,
+    digest: &dataflows::digest::Digest,
+) -> Result<Vec<MemberContent>, AttemptResult> {
+    let Some(spec) = task.content.clone() else { return Ok(Vec::new()) };
+    let inline = match task.channel {
+        DeliveryChannel::ApiWebhook => true,
+        DeliveryChannel::Sftp => false,
+        _ => return Ok(Vec::new()),
+    };
+    let (store, reports) = (content.clone(), digest.members.iter().map(|m| m.report.clone()).collect::<Vec<_>>());
+    let produced = crate::content::off_runtime(move || {
+        reports
+            .iter()
+            .map(|report| match store.personalise(report, &spec) {
+                Ok(None) => Ok(MemberContent::AsPublished),
+                Ok(Some(file)) => {
+                    let inline = if inline { Some(file.inline()?) } else { None };
+                    Ok(MemberContent::Personalised { file, inline })
+                }
+                Err(error) if error.is_transient() => Err(error),
+                Err(error) => {
+                    let report_id = &report.report_data.report_id;
+                    tracing::warn!(%report_id, %error, "a digest member goes without its file: the selection does not fit it");
+                    Ok(MemberContent::Refused(error.to_string()))
+                }
+            })
+            .collect::<Result<Vec<_>, crate::content::ContentError>>()
+    })
+    .await;
+    match produced {
+        Some(Ok(contents)) => Ok(contents),
+        Some(Err(error)) => Err(AttemptResult::Transient { error: error.to_string(), retry_after: None }),
+        None => Err(AttemptResult::Permanent { error: "personalising the digest failed inside Polars".to_string() }),
     }
 }
 

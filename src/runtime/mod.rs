@@ -149,7 +149,7 @@ impl Runtime {
                 max_in_flight: config.delivery.max_in_flight,
                 attempt_timeout: config.delivery.attempt_timeout,
                 dead_tokens: dead_token_reporter,
-                content,
+                content: content.clone(),
             };
             tokio::spawn(async move {
                 dispatcher::run(dispatch, sinks, dispatcher_config, finished_tx, shutdown).await;
@@ -157,8 +157,7 @@ impl Runtime {
             })
         };
         let sequencer = tokio::spawn(sequencer.run(shutdown.clone(), dispatcher_done));
-        let retention =
-            retention::spawn(store.clone(), config.retention.purge_interval, config.retention.batch, shutdown.clone());
+        let retention = retention::spawn(store.clone(), content, config.retention.clone(), shutdown.clone());
         Ok(Runtime {
             commands: command_tx,
             queue_timeout: config.ingest.queue_timeout,

@@ -15,42 +15,58 @@ use dataflows::subscription::{ChatKind, MobilePushSettings, PushProvider, SftpSe
 use serde::Serialize;
 use sinks::{DeliveryRequest, Destination, PushTarget, SftpAuth, SftpFile};
 
-/// The body every channel sends: the Standard Webhooks `{type, timestamp, data}` envelope.
+/// The body every channel sends, a single report's and a digest's: the Standard Webhooks
+/// `{type, timestamp, data}` envelope, where `data` starts with the delivery's identity and goes
+/// on with `D`'s fields (the report, or the digest's).
 #[derive(Serialize)]
-struct Envelope<'a> {
+pub(super) struct Envelope<'a, D> {
     #[serde(rename = "type")]
     kind: &'static str,
     timestamp: chrono::DateTime<chrono::Utc>,
-    data: EnvelopeData<'a>,
+    data: EnvelopeData<'a, D>,
 }
 
 #[derive(Serialize)]
-struct EnvelopeData<'a> {
+struct EnvelopeData<'a, D> {
     delivery_id: &'a str,
     subscription_id: &'a str,
     subscriber_id: &'a str,
     channel: DeliveryChannel,
     attempt: u32,
+    #[serde(flatten)]
+    rest: D,
+}
+
+impl<'a, D: Serialize> Envelope<'a, D> {
+    /// `task`'s envelope of type `kind`, stamped now.
+    pub(super) fn new(kind: &'static str, task: &'a DeliveryTask, rest: D) -> Self {
+        Envelope {
+            kind,
+            timestamp: chrono::Utc::now(),
+            data: EnvelopeData {
+                delivery_id: &task.delivery_id,
+                subscription_id: &task.subscription_id,
+                subscriber_id: &task.subscriber_id,
+                channel: task.channel,
+                attempt: task.attempt,
+                rest,
+            },
+        }
+    }
+}
+
+/// A single report's part of `data`.
+#[derive(Serialize)]
+struct ReportData<'a> {
     report: &'a ReportDistribution,
 }
 
 /// Renders a task into its channel's request. An `Err` is a permanent failure (bad destination).
 pub fn render(task: &DeliveryTask, timeout: Duration) -> Result<DeliveryRequest, String> {
     if let Some(digest) = &task.digest {
-        return super::digest_payload::render(task, digest, timeout);
+        return super::digest_payload::render(task, digest, &[], timeout);
     }
-    let envelope = Envelope {
-        kind: "report.distributed",
-        timestamp: chrono::Utc::now(),
-        data: EnvelopeData {
-            delivery_id: &task.delivery_id,
-            subscription_id: &task.subscription_id,
-            subscriber_id: &task.subscriber_id,
-            channel: task.channel,
-            attempt: task.attempt,
-            report: &task.report,
-        },
-    };
+    let envelope = Envelope::new("report.distributed", task, ReportData { report: &task.report });
     let payload = serde_json::to_vec(&envelope).map_err(|e| format!("could not render payload: {e}"))?;
     Ok(DeliveryRequest {
         idempotency_key: task.delivery_id.clone(),

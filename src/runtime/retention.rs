@@ -13,40 +13,59 @@
 //! - the analytics store (DuckDB) keeps its rows: ids, channels, outcomes and timings, never a
 //!   report's payload or a notification's content.
 //!
+//! Each run also prunes the personalised-file cache ([`ContentStore::prune`]) of reports whose last
+//! file is `retention.content_cache_ttl` old, whatever their retention: those files are derived.
+//!
 //! After a purge, `GET /deliveries/{id}` (and gRPC `GetDeliveryStatus`) answer 404 / `NOT_FOUND`,
 //! the dead letter is gone from the list and cannot be replayed, the notification is gone from the
 //! subscriber's inbox, and a re-sent event id (or the same report id published again) is no longer
 //! recognised: it is accepted and delivered as new.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::wall_micros;
+use crate::config::RetentionConfig;
+use crate::content::ContentStore;
 use crate::store::retention::Purged;
 use crate::store::{Store, StoreError};
 
-/// Runs [`purge_all`] every `interval` until shutdown. A failed run is logged and tried again at the
-/// next interval: nothing depends on it being prompt.
-pub(super) fn spawn(store: Arc<dyn Store>, interval: Duration, batch: u32, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
-    if interval.is_zero() {
+/// Runs [`purge_all`] and prunes `content` every `retention.purge_interval` until shutdown. A
+/// failed run is logged and tried again at the next interval: nothing depends on it being prompt.
+pub(super) fn spawn(
+    store: Arc<dyn Store>,
+    content: Arc<ContentStore>,
+    retention: RetentionConfig,
+    shutdown: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    if retention.purge_interval.is_zero() {
         return None;
     }
     Some(tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(retention.purge_interval) => {}
             }
-            let run = purge_all(store.as_ref(), wall_micros(), batch, &shutdown);
+            let run = purge_all(store.as_ref(), wall_micros(), retention.batch, &shutdown);
             match run.await {
                 Ok(purged) if !purged.is_empty() => {
                     tracing::info!(reports = purged.reports, deliveries = purged.deliveries.len(), "retention: purged");
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "retention: purge failed; trying again at the next interval"),
+            }
+            let (content, ttl) = (content.clone(), retention.content_cache_ttl);
+            match tokio::task::spawn_blocking(move || content.prune(ttl)).await {
+                Ok(Ok(pruned)) if pruned.reports > 0 => {
+                    metrics::counter!("repdist_content_cache_pruned_bytes_total").increment(pruned.bytes);
+                    tracing::info!(reports = pruned.reports, bytes = pruned.bytes, "retention: personalised files pruned");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "retention: pruning personalised files failed; trying again at the next interval"),
+                Err(error) => tracing::warn!(%error, "retention: the pruning task failed"),
             }
         }
     }))

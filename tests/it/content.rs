@@ -3,6 +3,7 @@
 //! personalised file arriving through the real SMTP peer, sshd and webhook receiver, and TRIGGERED
 //! subscriptions firing and not firing on a report's content and metadata.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use dataflows::delivery::{delivery_id, DeliveryChannel};
 use dataflows::report::ReportDistribution;
 use mail_parser::{MessageParser, MimeHeaders};
 use polars::prelude::*;
-use repdist::content::{ContentError, ContentStore};
+use repdist::content::{ContentError, ContentStore, Pruned};
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, report, TestServer};
@@ -180,6 +181,60 @@ fn identical_specs_share_one_cached_file_and_mismatches_are_named() {
     assert!(matches!(store.personalise(&missing, &emea_spec(None)), Err(ContentError::Io(_))), "a missing file may appear");
     let pdf = report_at("rep-pdf", &write(dir.path(), "q2.pdf", "%PDF"));
     assert_eq!(store.personalise(&pdf, &emea_spec(None)).unwrap(), None, "not tabular: delivered as published");
+}
+
+#[test]
+fn text_sources_are_staged_once_as_parquet_and_every_spec_reads_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = write(dir.path(), "positions.csv", POSITIONS);
+    let store = ContentStore::new(dir.path().join("cache")).with_staging_threshold(0);
+    let report = report_at("rep-staged", &source);
+    let csv = store.personalise(&report, &emea_spec(Some(OutputFormat::Csv))).unwrap().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&csv.path).unwrap(),
+        "instrument,exposure,region\nbond-a,100.5,EMEA\nequity-c,900.0,EMEA\n",
+        "the same rows and values as from the text"
+    );
+    let staged = csv.path.parent().and_then(Path::parent).unwrap().join("source.parquet");
+    let copy = read_parquet(&staged);
+    assert_eq!(copy.height(), 6, "every row staged");
+    assert_eq!(copy.column("exposure").unwrap().dtype(), &DataType::Float64, "typed as the text scan inferred");
+
+    // Another spec of the same report reads the staged copy, not the text: cut the copy to its
+    // first row (bond-a) and only that row comes out.
+    let mut first = copy.head(Some(1));
+    ParquetWriter::new(std::fs::File::create(&staged).unwrap()).finish(&mut first).unwrap();
+    let instruments = ContentSpec { columns: vec!["instrument".into()], format: Some(OutputFormat::Csv), ..Default::default() };
+    let out = store.personalise(&report, &instruments).unwrap().unwrap();
+    assert_eq!(std::fs::read_to_string(&out.path).unwrap(), "instrument\nbond-a\n");
+
+    // Below the threshold (1 MiB by default) the text is read directly.
+    let unstaged = ContentStore::new(dir.path().join("cache-small"));
+    let csv = unstaged.personalise(&report, &emea_spec(Some(OutputFormat::Csv))).unwrap().unwrap();
+    assert!(!csv.path.parent().and_then(Path::parent).unwrap().join("source.parquet").exists());
+}
+
+#[test]
+fn pruning_removes_old_enough_entries_and_they_are_produced_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = write(dir.path(), "positions.csv", POSITIONS);
+    let store = ContentStore::new(dir.path().join("cache")).with_staging_threshold(0);
+    assert_eq!(store.prune(Duration::ZERO).unwrap(), Pruned::default(), "no cache yet: nothing to do");
+    let report = report_at("rep-prune", &source);
+    let first = store.personalise(&report, &emea_spec(Some(OutputFormat::Csv))).unwrap().unwrap();
+    let produced = std::fs::read(&first.path).unwrap();
+
+    assert_eq!(store.prune(Duration::from_secs(3600)).unwrap(), Pruned::default(), "an entry made just now stays");
+    assert!(first.path.exists());
+    let pruned = store.prune(Duration::ZERO).unwrap();
+    assert_eq!(pruned.reports, 1);
+    assert!(pruned.bytes > produced.len() as u64, "the personalised file and the staged copy: {pruned:?}");
+    assert!(!first.path.exists());
+    assert_eq!(std::fs::read_dir(dir.path().join("cache")).unwrap().count(), 0, "the report's directory went too");
+
+    let again = store.personalise(&report, &emea_spec(Some(OutputFormat::Csv))).unwrap().unwrap();
+    assert_eq!(again.path, first.path, "the same cache entry");
+    assert_eq!(std::fs::read(&again.path).unwrap(), produced, "produced again, the same");
 }
 
 #[test]
@@ -373,4 +428,102 @@ async fn triggered_subscriptions_fire_on_content_and_metadata() {
     let mut forged = tabular_report("evt-forged", "rep-forged", &calm);
     forged["report_data"]["content_facts"] = json!({"max(var_99)": 99});
     assert!(server.deliver(forged).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_retention_run_prunes_personalised_files() {
+    let receiver = Receiver::start().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(data_dir.path(), |config| {
+        config.retention.purge_interval = Duration::from_millis(200);
+        config.retention.content_cache_ttl = Duration::ZERO;
+    })
+    .await;
+    let files = tempfile::tempdir().unwrap();
+    let source = write(files.path(), "positions.csv", POSITIONS);
+    let (url, secret) = receiver.endpoint("pruned");
+    let settings = json!({"webhook": {"url": url, "secret": secret}});
+    let filters = json!({"columns": ["instrument"]});
+    server.subscribe(subscription("hook-pruned", "API_WEBHOOK", settings, &["CSV"], filters)).await;
+    server.deliver(tabular_report("evt-hook-pruned", "rep-hook-pruned", &source)).await;
+    let id = delivery_id("rep-hook-pruned", "hook-pruned", DeliveryChannel::ApiWebhook);
+    assert_eq!(finished(&server, &id).await["status"], "DELIVERED");
+    let received = receiver.received_by("pruned");
+    assert_eq!(received[0].body["data"]["content"]["file_name"], "positions.csv", "a personalised file was made");
+
+    let cache = data_dir.path().join("content");
+    let emptied = eventually(Duration::from_secs(10), || async {
+        (std::fs::read_dir(&cache).map_or(0, |entries| entries.count()) == 0).then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "the retention run removes personalised files past content_cache_ttl");
+}
+
+#[tokio::test]
+async fn digests_carry_each_report_personalised_and_never_a_file_the_selection_does_not_fit() {
+    let keys = tempfile::tempdir().unwrap();
+    let client = KeyPair::generate(keys.path(), "client", "");
+    let sshd = Sshd::start(&[&client.public_line]);
+    let receiver = Receiver::start().await;
+    let server = server_with_relay(None).await;
+    let positions = write(keys.path(), "positions.csv", POSITIONS);
+    let trades = write(keys.path(), "trades.csv", "instrument,quantity\nbond-a,10\n");
+    let directory = sshd.upload_dir().join("digests");
+    let (url, secret) = receiver.endpoint("digest-rows");
+    let settings = json!({
+        "webhook": {"url": url, "secret": secret},
+        "sftp": {"host": "127.0.0.1", "port": sshd.port, "username": "root", "private_key": client.private_pem,
+                 "host_key": sshd.host_key_line(), "directory": directory.display().to_string()}
+    });
+    let filters = json!({"rows": [{"column": "region", "in": ["EMEA"]}], "columns": ["instrument"]});
+    let mut body = subscription("digest-rows", "API_WEBHOOK", settings, &["JSON"], filters);
+    body["subscription_type"] = json!("SCHEDULED");
+    body["delivery_preferences"]["schedule"] = json!("* * * * * *");
+    body["delivery_preferences"]["channels"] = json!(["API_WEBHOOK", "SFTP"]);
+    server.subscribe(body).await;
+    let mut digests = BTreeSet::new();
+    for (report_id, file) in [("rep-dg-positions", &positions), ("rep-dg-trades", &trades)] {
+        digests.extend(server.deliver(tabular_report(&format!("evt-{report_id}"), report_id, file)).await);
+    }
+    for id in &digests {
+        let status = finished(&server, id).await;
+        assert_eq!(status["status"], "DELIVERED", "{status}\nsshd log:\n{}", sshd.log());
+    }
+
+    // Webhook digests (one, or two across a tick): each report's entry, by report id.
+    let by_report = |bodies: Vec<Value>| -> BTreeMap<String, Value> {
+        bodies
+            .iter()
+            .flat_map(|body| body["data"]["reports"].as_array().cloned().unwrap_or_default())
+            .map(|entry| (entry["report"]["report_data"]["report_id"].as_str().unwrap().to_string(), entry))
+            .collect()
+    };
+    let entries = by_report(receiver.received_by("digest-rows").into_iter().map(|request| request.body).collect());
+    let positions_entry = &entries["rep-dg-positions"];
+    assert_eq!(positions_entry["content"]["file_name"], "positions.jsonl");
+    assert_eq!(
+        positions_entry["content"]["rows"],
+        json!([{"instrument": "bond-a"}, {"instrument": "equity-c"}, {"instrument": "bond-d"}]),
+        "the subscriber's rows and columns, as a report of its own would carry"
+    );
+    let refused = &entries["rep-dg-trades"];
+    assert!(refused.get("content").is_none(), "{refused}");
+    let reason = refused["content_error"].as_str().expect("the reason in the entry");
+    assert!(reason.contains("region"), "{reason}");
+
+    // SFTP: the personalised file, and nothing for the report the selection does not fit.
+    let table = std::fs::read_to_string(directory.join("positions.jsonl")).expect("the personalised file uploaded");
+    let rows: Vec<Value> = table.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(rows, [json!({"instrument": "bond-a"}), json!({"instrument": "equity-c"}), json!({"instrument": "bond-d"})]);
+    let uploaded: BTreeSet<String> =
+        std::fs::read_dir(&directory).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!uploaded.iter().any(|name| name.starts_with("trades") || name == "positions.csv"), "{uploaded:?}");
+    let manifests = uploaded
+        .iter()
+        .filter(|name| name.starts_with("digest_"))
+        .map(|name| serde_json::from_slice(&std::fs::read(directory.join(name)).unwrap()).unwrap())
+        .collect();
+    let listed = by_report(manifests);
+    assert_eq!(listed["rep-dg-positions"]["file_name"], "positions.jsonl", "the manifest names the personalised upload");
+    assert!(listed["rep-dg-trades"]["content_error"].as_str().is_some_and(|reason| reason.contains("region")));
 }

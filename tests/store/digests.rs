@@ -2,30 +2,12 @@
 //! delivery_history row from its first member on, answered for a re-sent event, and fed back after a
 //! restart until the digest has gone out (or has a retry of its own scheduled).
 
-use dataflows::delivery::{delivery_id, DeliveryChannel, DeliveryState, DeliveryTask};
-use dataflows::digest::{assemble, digest_id, DigestMember};
-use dataflows::report::ReportDistribution;
-use dataflows::Time;
+use dataflows::delivery::{DeliveryState, DeliveryTask};
+use dataflows::digest::{assemble, DigestMember};
 use repdist::store::{ExpandedReport, WriteBatch};
 
 use crate::backend::Backend;
 use crate::fixtures::*;
-
-fn member(r: &ReportDistribution, tick: Time, accepted_at: Time) -> DigestMember {
-    let sub = subscription("sub-s", "client-s", "active", &["API_WEBHOOK"]);
-    DigestMember {
-        digest_id: digest_id("sub-s", DeliveryChannel::ApiWebhook, tick),
-        member_id: delivery_id(&r.report_data.report_id, "sub-s", DeliveryChannel::ApiWebhook),
-        subscription_id: "sub-s".into(),
-        subscriber_id: "client-s".into(),
-        channel: DeliveryChannel::ApiWebhook,
-        settings: sub.delivery_preferences.notification_settings.clone(),
-        schedule: "0 * * * * *".into(),
-        tick,
-        report: r.clone(),
-        accepted_at,
-    }
-}
 
 fn joined(event_id: &str, members: &[&DigestMember]) -> WriteBatch {
     WriteBatch {
@@ -47,7 +29,7 @@ pub async fn digest_members_are_durable_until_their_digest_goes_out(backend: &dy
     let store = backend.open().await;
     let tick = T0 + 60 * SEC;
     let (r1, r2) = (report("evt-1", "rep-1"), report("evt-2", "rep-2"));
-    let (m1, m2) = (member(&r1, tick, T0 + SEC), member(&r2, tick, T0 + 2 * SEC));
+    let (m1, m2) = (digest_member(&r1, tick, T0 + SEC), digest_member(&r2, tick, T0 + 2 * SEC));
     apply(&*store, reports(&[(&r1, T0 + SEC)])).await;
     apply(&*store, joined("evt-1", &[&m1])).await;
     // Both members in one digest; the second report's batch repeats the first member (a replay).

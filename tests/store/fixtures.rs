@@ -166,3 +166,21 @@ pub fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// `r` as a member of sub-s's API_WEBHOOK digest at `tick`.
+pub fn digest_member(r: &ReportDistribution, tick: Time, accepted_at: Time) -> dataflows::digest::DigestMember {
+    let sub = subscription("sub-s", "client-s", "active", &["API_WEBHOOK"]);
+    dataflows::digest::DigestMember {
+        digest_id: dataflows::digest::digest_id("sub-s", DeliveryChannel::ApiWebhook, tick),
+        member_id: delivery_id(&r.report_data.report_id, "sub-s", DeliveryChannel::ApiWebhook),
+        subscription_id: "sub-s".into(),
+        subscriber_id: "client-s".into(),
+        channel: DeliveryChannel::ApiWebhook,
+        settings: sub.delivery_preferences.notification_settings.clone(),
+        schedule: "0 * * * * *".into(),
+        tick,
+        report: r.clone(),
+        accepted_at,
+        content: None,
+    }
+}

@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use dataflows::delivery::{DeliveryChannel, DeliveryState};
-use dataflows::digest::{digest_id, DigestMember};
+use dataflows::digest::DigestMember;
 use dataflows::report::ReportDistribution;
 use dataflows::Time;
 use repdist::store::retention::Purged;
@@ -123,28 +123,12 @@ pub async fn retention_purges_ended_deliveries_of_expired_reports_only(backend: 
     assert!(purged.deliveries.contains(&young_task.delivery_id), "{purged:?}");
 }
 
-fn member(r: &ReportDistribution, tick: Time, accepted_at: Time) -> DigestMember {
-    let sub = subscription("sub-s", "client-s", "active", &["API_WEBHOOK"]);
-    DigestMember {
-        digest_id: digest_id("sub-s", DeliveryChannel::ApiWebhook, tick),
-        member_id: dataflows::delivery::delivery_id(&r.report_data.report_id, "sub-s", DeliveryChannel::ApiWebhook),
-        subscription_id: "sub-s".into(),
-        subscriber_id: "client-s".into(),
-        channel: DeliveryChannel::ApiWebhook,
-        settings: sub.delivery_preferences.notification_settings.clone(),
-        schedule: "0 * * * * *".into(),
-        tick,
-        report: r.clone(),
-        accepted_at,
-    }
-}
-
 pub async fn a_digest_is_purged_once_it_ended_and_all_its_reports_expired(backend: &dyn Backend) {
     let store = backend.open().await;
     let store = &*store;
     let tick = T0 + 60 * SEC;
     let (short, long) = (kept_for("evt-1", "rep-1", 1), kept_for("evt-2", "rep-2", 5));
-    let (m1, m2) = (member(&short, tick, T0), member(&long, tick, T0));
+    let (m1, m2) = (digest_member(&short, tick, T0), digest_member(&long, tick, T0));
     let joined = |event_id: &str, m: &DigestMember| WriteBatch {
         expanded: vec![ExpandedReport { event_id: event_id.into(), deliveries: vec![], digest_members: vec![m.clone()] }],
         ..Default::default()
