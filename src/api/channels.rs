@@ -1,6 +1,8 @@
 //! Server-side delivery channel configs (`delivery_channels`): the SMTP relay, SFTP hosts and push
 //! credentials the channels use. Created, listed, enabled and disabled here; secrets in a config are
-//! write-only (every answer masks them).
+//! write-only (every answer masks them). An `EMAIL` row is an SMTP relay (see
+//! `runtime::email_relay`): its config is checked when it is created, and creating, enabling or
+//! disabling one switches the relay the next EMAIL attempt uses.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -76,6 +78,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<StoredChannel>), ApiError> {
     check_channel_id(&request.channel_id)?;
     check_no_nul("channel_config", &Value::Object(request.channel_config.clone()))?;
+    if request.channel_type == DeliveryChannel::Email {
+        app.runtime.email_relay().config_of(&request.channel_config).map_err(|e| ApiError::invalid(e.field, e.reason))?;
+    }
     let channel = NewChannel {
         channel_id: request.channel_id,
         channel_type: request.channel_type,
@@ -85,6 +90,7 @@ pub async fn create(
     match app.runtime.store().create_channel(&channel).await? {
         Some(stored) => {
             let stored = stored.redacted();
+            reload_relay(&app, &stored).await;
             let status = ChannelStatus::changed(&app, &stored);
             app.cache.write_through_json(&keys::channel_status(&stored.channel_id), &status, keys::CHANNEL_STATUS_TTL).await;
             app.auth.auditor().done(&principal, "channel.create", &stored.channel_id).await;
@@ -183,6 +189,7 @@ async fn set_enabled(app: &AppState, principal: &Principal, channel_id: String, 
     match app.runtime.store().set_channel_enabled(&channel_id, enabled).await? {
         Some(stored) => {
             let stored = stored.redacted();
+            reload_relay(app, &stored).await;
             let status = ChannelStatus::changed(app, &stored);
             app.cache.write_through_json(&keys::channel_status(&channel_id), &status, keys::CHANNEL_STATUS_TTL).await;
             let action = if enabled { "channel.enable" } else { "channel.disable" };
@@ -190,5 +197,16 @@ async fn set_enabled(app: &AppState, principal: &Principal, channel_id: String, 
             Ok(Json(stored))
         }
         None => Err(ApiError::not_found("channel", &channel_id)),
+    }
+}
+
+/// After an EMAIL row changed: the relay is chosen again. A store that cannot be read keeps the
+/// relay in use (logged); the change itself is stored and applies at the next change or start.
+async fn reload_relay(app: &AppState, changed: &StoredChannel) {
+    if changed.channel_type != DeliveryChannel::Email {
+        return;
+    }
+    if let Err(error) = app.runtime.email_relay().reload(app.runtime.store().as_ref()).await {
+        tracing::warn!(%error, channel_id = %changed.channel_id, "the EMAIL relay was not switched");
     }
 }

@@ -8,6 +8,7 @@ pub mod dead_tokens;
 mod digest_payload;
 mod digests;
 pub mod dispatcher;
+pub mod email_relay;
 pub mod endpoints;
 pub mod hub;
 pub mod outbox;
@@ -72,6 +73,7 @@ pub struct Runtime {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     sinks: Arc<SinkRegistry>,
+    email_relay: Arc<email_relay::EmailRelay>,
     templates: EmailTemplates,
     /// Shared by every subscription change; taken exclusively by the dead-token keeper, which
     /// derives its change from the current version (see `dead_tokens`).
@@ -94,7 +96,14 @@ impl Runtime {
         let templates = EmailTemplates::load(Arc::new(TemplateStore::new(default_locale)), store.clone())
             .await
             .map_err(|e| RuntimeError::Unavailable(format!("cannot load the email templates: {e}")))?;
-        let sinks = Arc::new(build_sinks(config, store.clone(), templates.live().clone())?);
+        let email_relay = email_relay::EmailRelay::new(config.email.clone(), templates.live().clone())
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        email_relay
+            .reload(store.as_ref())
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("cannot read the delivery channels: {e}")))?;
+        let email_relay = Arc::new(email_relay);
+        let sinks = Arc::new(build_sinks(config, store.clone(), email_relay.clone())?);
         let dataflow_config = DataflowConfig {
             retry: config.retry.policy(),
             stats_window: config.stats_window.as_micros() as u64,
@@ -166,6 +175,7 @@ impl Runtime {
             hub,
             store,
             sinks,
+            email_relay,
             templates,
             subscription_writes,
             dispatch,
@@ -267,9 +277,18 @@ impl Runtime {
         &self.store
     }
 
-    /// Channel names with a configured sink, e.g. `API_WEBHOOK`.
+    /// Channel names with a configured sink, e.g. `API_WEBHOOK`: EMAIL while there is a relay.
     pub fn enabled_channels(&self) -> Vec<&'static str> {
-        self.sinks.channels()
+        let mut channels = self.sinks.channels();
+        if self.email_relay.source().is_none() {
+            channels.retain(|channel| *channel != sinks::EmailSink::CHANNEL);
+        }
+        channels
+    }
+
+    /// The EMAIL channel's SMTP relay (from `delivery_channels` or `[email]`).
+    pub fn email_relay(&self) -> &email_relay::EmailRelay {
+        &self.email_relay
     }
 
     /// The email templates: the set the EMAIL sink renders with, and the database behind it (the
@@ -344,13 +363,13 @@ async fn open_analytics(config: &Config) -> Option<Arc<AnalyticsFeed>> {
 }
 
 /// Registers every channel this configuration can serve: webhook, dashboard, SFTP, chat and push
-/// always (their destinations and credentials come with each subscription), EMAIL only when a relay
-/// is configured. `enabled_channels()` follows from it, and with it which channels a subscription
-/// may name.
+/// always (their destinations and credentials come with each subscription), and EMAIL through its
+/// relay, which is offered while a relay is configured. `enabled_channels()` follows from it, and
+/// with it which channels a subscription may name.
 fn build_sinks(
     config: &Config,
     store: Arc<dyn Store>,
-    templates: Arc<TemplateStore>,
+    email_relay: Arc<email_relay::EmailRelay>,
 ) -> Result<SinkRegistry, RuntimeError> {
     let setup = |e: &dyn std::fmt::Display| RuntimeError::Unavailable(e.to_string());
     let webhook_config = sinks::webhook::WebhookConfig {
@@ -370,9 +389,6 @@ fn build_sinks(
     registry.register(Arc::new(sinks::ChatSink::new(chat).map_err(|e| setup(&e))?));
     let push = sinks::PushConfig { allow_private_destinations: config.push.allow_private_destinations || config.allow_private_webhooks, ..config.push.clone() };
     registry.register(Arc::new(sinks::PushSink::new(push).map_err(|e| setup(&e))?));
-    if let Some(email) = &config.email {
-        let sink = sinks::EmailSink::with_templates(email.clone(), templates).map_err(|e| setup(&e))?;
-        registry.register(Arc::new(sink));
-    }
+    registry.register(email_relay);
     Ok(registry)
 }

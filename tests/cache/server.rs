@@ -149,7 +149,7 @@ async fn channel_status_is_written_on_change_and_read_when_warm() {
     .await;
     let mut direct = redis_connection(&url).await;
     let key = format!("{prefix}channel_status:smtp-main");
-    let channel = json!({"channel_id": "smtp-main", "channel_type": "EMAIL", "channel_config": {"host": "smtp.example.com", "password": "pw-not-in-cache"}});
+    let channel = json!({"channel_id": "smtp-main", "channel_type": "EMAIL", "channel_config": {"host": "smtp.example.com", "username": "mailer", "password": "pw-not-in-cache"}});
     let (status, created) = api.send(reqwest::Method::POST, "/api/v1/reporting/channels", Some(&channel)).await;
     assert_eq!(status, 201, "{created}");
 

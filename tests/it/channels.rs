@@ -368,3 +368,51 @@ async fn reads_never_show_channel_secrets() {
     assert_eq!(settings["slack"]["webhook_url"], "https://hooks.slack.com/********", "{settings}");
     assert_eq!(settings["mobile_push"]["device_token"], "********", "{settings}");
 }
+
+#[tokio::test]
+async fn an_email_delivery_channel_becomes_the_relay_and_disabling_it_falls_back_to_the_config() {
+    let file_relay = SmtpPeer::start();
+    let channel_relay = SmtpPeer::start();
+    let server = server_with_relay(Some(&file_relay)).await;
+    let settings = json!({"email": {"to": ["ann@client.test"]}});
+    server.subscribe(subscription("mail-relay", "EMAIL", settings.clone())).await;
+    let files = tempfile::tempdir().unwrap();
+    let pdf = write_pdf(files.path(), "q2.pdf");
+    let send = |n: u32| {
+        let server = &server;
+        let pdf = pdf.to_str().unwrap().to_string();
+        async move {
+            let report_id = format!("rep-relay-{n}");
+            server.deliver(report_with_file(&format!("evt-relay-{n}"), &report_id, &pdf)).await;
+            let id = delivery_id(&report_id, "mail-relay", DeliveryChannel::Email);
+            server.wait_for_state(&id, "DELIVERED").await;
+        }
+    };
+    send(1).await;
+    assert_eq!(messages(&file_relay, 1).await.len(), 1, "the [email] section's relay");
+
+    let relay = json!({"channel_id": "smtp-ops", "channel_type": "EMAIL", "channel_config": {
+        "host": channel_relay.addr.ip().to_string(), "port": channel_relay.addr.port(), "from": "Ops <ops@repdist.test>"}});
+    let (status, created) = server.post("/api/v1/reporting/channels", &relay).await;
+    assert_eq!(status, 201, "{created}");
+    send(2).await;
+    let arrived = messages(&channel_relay, 1).await;
+    let message = MessageParser::default().parse(&arrived[0].data).expect("a MIME message");
+    let from = message.from().and_then(|from| from.first()).and_then(|from| from.address()).map(str::to_string);
+    assert_eq!(from.as_deref(), Some("ops@repdist.test"), "the channel's From");
+    assert_eq!(file_relay.arrived().len(), 1, "nothing more through the [email] relay");
+
+    let (status, _) = server.post("/api/v1/reporting/channels/smtp-ops/disable", &json!({})).await;
+    assert_eq!(status, 200);
+    send(3).await;
+    assert_eq!(messages(&file_relay, 2).await.len(), 2, "back on the [email] relay");
+    assert_eq!(channel_relay.arrived().len(), 1);
+
+    // With no [email] section, EMAIL is offered once a channel names a relay.
+    let bare = server_with_relay(None).await;
+    let (status, refused) = bare.post("/api/v1/reporting/subscribe", &subscription("mail-bare", "EMAIL", settings.clone())).await;
+    assert_eq!((status, refused["error"]["field"].as_str()), (422, Some("delivery_preferences.channels[0]")), "{refused}");
+    let (status, created) = bare.post("/api/v1/reporting/channels", &relay).await;
+    assert_eq!(status, 201, "{created}");
+    bare.subscribe(subscription("mail-bare", "EMAIL", settings)).await;
+}

@@ -52,16 +52,14 @@ impl Api {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_configs_are_created_listed_toggled_and_masked() {
     let api = Api::start().await;
-    let config = json!({"host": "smtp.example.com", "port": 587, "username": "mailer", "password": "p4ss",
-                        "oauth": {"client_secret": "cs", "token": "t"}, "keys": [{"private_key": "pk", "name": "a"}]});
+    let config = json!({"host": "smtp.example.com", "port": 587, "username": "mailer", "password": "p4ss"});
     let (status, created) = api.post("/channels", json!({"channel_id": "smtp-main", "channel_type": "EMAIL", "channel_config": config})).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["channel_id"], "smtp-main");
     assert_eq!(created["channel_type"], "EMAIL");
     assert_eq!(created["enabled"], true);
     assert!(created["created_at"].is_string());
-    let masked = json!({"host": "smtp.example.com", "port": 587, "username": "mailer", "password": "********",
-                        "oauth": {"client_secret": "********", "token": "********"}, "keys": [{"private_key": "********", "name": "a"}]});
+    let masked = json!({"host": "smtp.example.com", "port": 587, "username": "mailer", "password": "********"});
     assert_eq!(created["channel_config"], masked);
 
     let (status, got) = api.get("/channels/smtp-main").await;
@@ -73,14 +71,19 @@ async fn channel_configs_are_created_listed_toggled_and_masked() {
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["code"], "conflict");
 
-    let (status, _) = api.post("/channels", json!({"channel_id": "push", "channel_type": "MOBILE_PUSH", "channel_config": {"token": "x"}, "enabled": false})).await;
+    let push = json!({"token": "x", "oauth": {"client_secret": "cs", "token": "t"}, "keys": [{"private_key": "pk", "name": "a"}]});
+    let (status, _) = api.post("/channels", json!({"channel_id": "push", "channel_type": "MOBILE_PUSH", "channel_config": push, "enabled": false})).await;
     assert_eq!(status, 201);
     let (status, list) = api.get("/channels").await;
     assert_eq!(status, 200);
     let ids: Vec<&str> = list.as_array().unwrap().iter().map(|c| c["channel_id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["push", "smtp-main"]);
     assert_eq!(list[0]["enabled"], false);
-    assert_eq!(list[0]["channel_config"]["token"], "********");
+    assert_eq!(
+        list[0]["channel_config"],
+        json!({"token": "********", "oauth": {"client_secret": "********", "token": "********"}, "keys": [{"private_key": "********", "name": "a"}]}),
+        "secrets masked at any depth"
+    );
 
     let (status, disabled) = api.post("/channels/smtp-main/disable", json!({})).await;
     assert_eq!((status, &disabled["enabled"]), (200, &json!(false)));
@@ -96,7 +99,12 @@ async fn channel_configs_are_created_listed_toggled_and_masked() {
     let (status, body) = api.get("/channels/nope").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 
-    let bad: [(Value, &str); 8] = [
+    let bad: [(Value, &str); 12] = [
+        // An EMAIL row is an SMTP relay: its config is checked as one.
+        (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": {"hots": "smtp.example.com"}}), "channel_config.hots"),
+        (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": {"port": 25}}), "channel_config.host"),
+        (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": {"host": "smtp", "username": "u"}}), "channel_config.password"),
+        (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": {"host": "smtp", "from": "not an address"}}), "channel_config.from"),
         (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": {"tls": {"ca": ["ok", "a\u{0}b"]}}}), "channel_config.tls.ca[1]"),
         (json!({"channel_id": "x", "channel_type": "CARRIER_PIGEON", "channel_config": {}}), "channel_type"),
         (json!({"channel_id": "x", "channel_type": "EMAIL", "channel_config": "host=smtp"}), "channel_config"),

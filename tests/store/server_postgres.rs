@@ -186,7 +186,7 @@ async fn the_service_runs_on_postgres_from_repdist_database_url() {
     assert_eq!(got[0].body["data"]["report"]["event_id"], "evt-pg-1");
 
     // Channel configs live in PostgreSQL too, secrets masked on the way out.
-    let channel = json!({"channel_id": "smtp-pg", "channel_type": "EMAIL", "channel_config": {"host": "smtp.example.com", "password": "pw-in-pg"}});
+    let channel = json!({"channel_id": "smtp-pg", "channel_type": "EMAIL", "channel_config": {"host": "smtp.example.com", "username": "mailer", "password": "pw-in-pg"}});
     let (status, created) = call(&http, reqwest::Method::POST, api("/channels"), Some(channel)).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["channel_config"]["password"], "********");
