@@ -1,7 +1,7 @@
 //! Per-endpoint limits end to end, against a real HTTP receiver on loopback that counts the
-//! requests it is answering at once, can hold them, and can fail: the concurrency limit, the circuit
-//! breaker (open, delayed not dropped, closed by a probe) and priority order behind a saturated
-//! endpoint.
+//! requests it is answering at once, can hold them, and can fail: the concurrency limit, the rate
+//! limit, the circuit breaker (open, delayed not dropped, closed by a probe) and priority order
+//! behind a saturated endpoint.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,9 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 struct Seen {
     current: usize,
     max: usize,
-    /// Report ids in the order their requests arrived.
+    /// Report ids in the order their requests arrived, and when.
     arrived: Vec<String>,
+    arrived_at: Vec<std::time::Instant>,
     /// Report ids whose request was answered 2xx.
     delivered: Vec<String>,
 }
@@ -82,6 +83,7 @@ async fn answer(State(peer): State<Peer>, body: Bytes) -> StatusCode {
         seen.current += 1;
         seen.max = seen.max.max(seen.current);
         seen.arrived.push(report_id.clone());
+        seen.arrived_at.push(std::time::Instant::now());
     }
     let mut open = peer.open.subscribe();
     let _ = open.wait_for(|open| *open).await;
@@ -155,6 +157,33 @@ async fn an_endpoint_never_gets_more_than_its_concurrency_and_every_delivery_arr
     let (_, doc) = server.get("/api/v1/openapi.json").await;
     assert!(doc["paths"].get("/api/v1/reporting/endpoints").is_some(), "openapi lacks /endpoints");
     assert!(doc["components"]["schemas"].get("EndpointStatus").is_some());
+}
+
+#[tokio::test]
+async fn a_rate_limited_endpoint_gets_its_requests_spread_out_and_every_one_arrives() {
+    let server = TestServer::start_with(|config| {
+        config.delivery.endpoints.rate_per_second = 5.0;
+        config.delivery.endpoints.burst = 1;
+    })
+    .await;
+    let peer = Peer::start().await;
+    server.subscribe(webhook_subscription("sub-rate", "client-rate", &peer.url("rate"), SECRET)).await;
+    let mut ids = Vec::new();
+    for r in 0..6 {
+        ids.extend(server.deliver(report(&format!("evt-rate-{r}"), &format!("rep-rate-{r}"))).await);
+    }
+    let limited = wait_for_endpoint(&server, &peer, "deliveries waiting for the rate", |e| e["waiting"].as_u64() > Some(0)).await;
+    assert_eq!(limited["state"], "CLOSED", "held back by the rate, not by a breaker: {limited}");
+    for id in &ids {
+        server.wait_for_state(id, "DELIVERED").await;
+    }
+    let arrivals = peer.seen(|s| s.arrived_at.clone());
+    assert_eq!(arrivals.len(), 6, "each delivery once: none dropped, none retried");
+    // 5 per second with a burst of 1: the sixth request at least a second after the first. Without
+    // the limit all six arrive within a few milliseconds. (A lower bound, so a slow machine cannot
+    // fail it; 300 ms of slack for the first request's connection setup.)
+    let spread = arrivals[5] - arrivals[0];
+    assert!(spread >= Duration::from_millis(700), "six requests within {spread:?}");
 }
 
 #[tokio::test]

@@ -291,17 +291,23 @@ async fn an_encrypted_key_works_with_its_passphrase_only() {
     assert!(!reason.contains("battery"), "{reason}");
 }
 
-/// A successful password login would need a password on the machine's root account, which a test
-/// must not set; a rejected one exercises the same path up to the server's answer.
 #[tokio::test]
-async fn a_wrong_password_is_rejected_permanently_and_not_echoed() {
-    let fixture = Fixture::start();
+async fn a_password_login_uploads_and_a_wrong_password_is_rejected_permanently_and_not_echoed() {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let client = KeyPair::generate(keys.path(), "client", "");
+    let fixture = Fixture { sshd: Sshd::start_with_root_password(&[&client.public_line], "correct horse"), client };
     let directory = fixture.sshd.upload_dir();
+    let report = fixture.report("q2.pdf", b"%PDF-1.7 by password");
+    let request = set_auth(fixture.request(&directory, Some(report)), SftpAuth::Password("correct horse".into()));
+    deliver(&request).await.expect("a password login delivers");
+    assert_eq!(std::fs::read(directory.join("q2-report.pdf")).unwrap(), b"%PDF-1.7 by password");
+
+    let uploaded = listing(&directory);
     let request = set_auth(fixture.request(&directory, None), SftpAuth::Password("hunter2-not-roots".into()));
     let reason = permanent_reason(deliver(&request).await);
     assert!(reason.starts_with("authentication rejected") && reason.contains("password"), "{reason}");
     assert!(!reason.contains("hunter2"), "{reason}");
-    assert!(listing(&directory).is_empty());
+    assert_eq!(listing(&directory), uploaded, "nothing more arrived");
 }
 
 #[tokio::test]

@@ -5,6 +5,10 @@
 //! The tests run as root: sshd logs in as root (`PermitRootLogin yes`), with `UsePAM no` and
 //! `StrictModes no` so that nothing outside the temporary directory is consulted but the account
 //! itself. Needs `openssh-server` (`scripts/test-prerequisites.d/sftp.sh`).
+//!
+//! For password logins ([`Sshd::start_with_root_password`]) sshd runs in a mount namespace of its
+//! own (util-linux `unshare`) in which `/etc/shadow` is a copy giving root the test's password:
+//! the machine's own account is never changed, and no other process sees the copy.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -63,6 +67,16 @@ impl Sshd {
     /// Like [`Sshd::start`], with options for `internal-sftp` (e.g. `-P posix-rename` to refuse a
     /// request).
     pub fn start_with(authorized: &[&str], sftp_options: &str) -> Sshd {
+        Sshd::launch(authorized, sftp_options, None)
+    }
+
+    /// Like [`Sshd::start`], and root's password is `password`, for this server only (see the
+    /// module's documentation).
+    pub fn start_with_root_password(authorized: &[&str], password: &str) -> Sshd {
+        Sshd::launch(authorized, "", Some(password))
+    }
+
+    fn launch(authorized: &[&str], sftp_options: &str, root_password: Option<&str>) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run scripts/test-prerequisites.d/sftp.sh (installs openssh-server)"
@@ -92,6 +106,11 @@ impl Sshd {
             dir = dir.path().display()
         );
         std::fs::write(dir.path().join("sshd_config"), config).expect("sshd_config");
+        let shadow = root_password.map(|password| {
+            let path = dir.path().join("shadow");
+            std::fs::write(&path, shadow_with_root_password(password)).expect("shadow copy");
+            path
+        });
 
         // A port that was free a moment ago may be taken by a parallel test before sshd binds it:
         // then sshd exits at once and another port is tried.
@@ -99,7 +118,18 @@ impl Sshd {
         for _ in 0..5 {
             let port = free_port();
             let log = std::fs::File::create(&log_path).expect("log file");
-            let mut process = Command::new(SSHD)
+            let mut command = match &shadow {
+                None => Command::new(SSHD),
+                Some(shadow) => {
+                    let mut command = Command::new("unshare");
+                    command
+                        .args(["--mount", "--propagation", "private", "sh", "-c", r#"mount --bind "$0" /etc/shadow && exec "$@""#])
+                        .arg(shadow)
+                        .arg(SSHD);
+                    command
+                }
+            };
+            let mut process = command
                 .args(["-D", "-e", "-f"])
                 .arg(dir.path().join("sshd_config"))
                 .args(["-p", &port.to_string()])
@@ -189,4 +219,35 @@ fn read_log(path: &Path) -> String {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+/// The machine's `/etc/shadow` with root's password hash replaced by `password`'s (SHA-512 crypt,
+/// by `openssl passwd -6`).
+fn shadow_with_root_password(password: &str) -> String {
+    use std::io::Write;
+    let mut openssl = Command::new("openssl")
+        .args(["passwd", "-6", "-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    openssl.stdin.take().expect("stdin").write_all(password.as_bytes()).expect("password to openssl");
+    let output = openssl.wait_with_output().expect("openssl passwd");
+    assert!(output.status.success(), "openssl passwd -6 failed");
+    let hash = String::from_utf8(output.stdout).expect("utf-8").trim().to_string();
+    let shadow = std::fs::read_to_string("/etc/shadow").expect("/etc/shadow (the tests run as root)");
+    let mut replaced = false;
+    let lines: Vec<String> = shadow
+        .lines()
+        .map(|line| match line.split_once(':') {
+            Some(("root", rest)) => {
+                replaced = true;
+                let after_hash = rest.split_once(':').map_or("", |(_, after)| after);
+                format!("root:{hash}:{after_hash}")
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    assert!(replaced, "/etc/shadow has no root line");
+    lines.join("\n") + "\n"
 }
