@@ -3,6 +3,9 @@
 //! the session was protected by TLS) to a callback. The demo's mail relay, and the EMAIL end-to-end
 //! tests' peer.
 //!
+//! Two mailboxes answer as a relay in trouble does, so failure handling can be seen end to end:
+//! [`DEFER_MAILBOX`] is answered `451` (try again later) and [`REJECT_MAILBOX`] `550` (no such user).
+//!
 //! It can speak TLS ([`PeerTls`]): offer `STARTTLS` and upgrade the session when the client asks,
 //! or wrap the connection in TLS from the first byte (implicit TLS, "SMTPS"), with a certificate the
 //! caller supplies (rustls on ring, the stack lettre uses too).
@@ -17,6 +20,11 @@ use mailin::{Action, Handler, Response, SessionBuilder};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+/// A recipient with this local part is answered `451 4.3.0`: a transient failure.
+pub const DEFER_MAILBOX: &str = "defer";
+/// A recipient with this local part is answered `550 5.1.1`: a permanent failure.
+pub const REJECT_MAILBOX: &str = "reject";
 
 /// One message the server accepted: the envelope recipients and the DATA bytes (dot-unstuffed).
 #[derive(Clone, Debug)]
@@ -82,8 +90,14 @@ impl Handler for Capture {
     }
 
     fn rcpt(&mut self, to: &str) -> Response {
-        self.rcpt_to.push(to.to_string());
-        mailin::response::OK
+        match to.split('@').next() {
+            Some(DEFER_MAILBOX) => Response::custom(451, "4.3.0 Mailbox busy, try again later".to_string()),
+            Some(REJECT_MAILBOX) => Response::custom(550, "5.1.1 No such user".to_string()),
+            _ => {
+                self.rcpt_to.push(to.to_string());
+                mailin::response::OK
+            }
+        }
     }
 
     fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {

@@ -416,3 +416,27 @@ async fn an_email_delivery_channel_becomes_the_relay_and_disabling_it_falls_back
     assert_eq!(status, 201, "{created}");
     bare.subscribe(subscription("mail-bare", "EMAIL", settings)).await;
 }
+
+#[tokio::test]
+async fn a_relay_that_defers_is_retried_and_one_that_rejects_dead_letters_at_once() {
+    let smtp = SmtpPeer::start();
+    let server = server_with_relay(Some(&smtp)).await;
+    let mailbox = |local: &str| json!({"email": {"to": [format!("{local}@client.test")]}});
+    server.subscribe(subscription("mail-defer", "EMAIL", mailbox(repdist::demo::smtp_peer::DEFER_MAILBOX))).await;
+    server.subscribe(subscription("mail-reject", "EMAIL", mailbox(repdist::demo::smtp_peer::REJECT_MAILBOX))).await;
+    let files = tempfile::tempdir().unwrap();
+    let pdf = write_pdf(files.path(), "q2.pdf");
+    server.deliver(report_with_file("evt-mail-fail", "rep-mail-fail", pdf.to_str().unwrap())).await;
+
+    // The test config allows 4 attempts: a 451 is retried until they are spent.
+    let deferred = server.wait_for_state(&delivery_id("rep-mail-fail", "mail-defer", DeliveryChannel::Email), "DEAD_LETTERED").await;
+    // retry_count counts failed attempts.
+    assert_eq!(deferred["retry_count"], 4, "{deferred}");
+    let reason = deferred["error_details"].as_str().unwrap_or_default();
+    assert!(reason.contains("exhausted 4 attempts") && reason.contains("451"), "{deferred}");
+    let rejected = server.wait_for_state(&delivery_id("rep-mail-fail", "mail-reject", DeliveryChannel::Email), "DEAD_LETTERED").await;
+    assert_eq!(rejected["retry_count"], 1, "one attempt: a 550 is not retried: {rejected}");
+    let reason = rejected["error_details"].as_str().unwrap_or_default();
+    assert!(reason.contains("550") && !reason.contains("exhausted"), "{rejected}");
+    assert!(smtp.arrived().is_empty(), "nothing was accepted");
+}
