@@ -77,6 +77,9 @@ pub(crate) enum Message {
     Chunk { chunk: Chunk, gap: Option<Gap> },
     /// Write everything received so far, then answer.
     Flush(std::sync::mpsc::Sender<Result<(), String>>),
+    /// Write everything received so far, then delete every row of these deliveries; answer how
+    /// many rows went.
+    Forget { delivery_ids: Vec<String>, reply: std::sync::mpsc::Sender<Result<u64, String>> },
     /// Write everything, then stop.
     Close,
 }
@@ -160,6 +163,37 @@ impl Ingest {
         }
     }
 
+    /// Deletes every row of `delivery_ids` (deliveries, attempts, dead letters), after writing what
+    /// was offered before: the retention purge calls it for the deliveries it purged from the store
+    /// of record. Blocking (at most `timeout`); not for the delivery path. Returns the rows deleted.
+    pub fn forget(&self, delivery_ids: Vec<String>, timeout: Duration) -> Result<u64, AnalyticsError> {
+        if delivery_ids.is_empty() {
+            return Ok(0);
+        }
+        let (reply, answer) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + timeout;
+        let mut message = Message::Forget { delivery_ids, reply };
+        loop {
+            match self.tx.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(AnalyticsError::Closed),
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return Err(AnalyticsError::Timeout(timeout));
+                    }
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(message)) => Err(AnalyticsError::Write(message)),
+            Err(RecvTimeoutError::Timeout) => Err(AnalyticsError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(AnalyticsError::Closed),
+        }
+    }
+
     pub(crate) fn close(&self) {
         let _ = self.tx.send(Message::Close);
     }
@@ -236,6 +270,11 @@ pub(crate) fn run(conn: Connection, rx: Receiver<Message>, counters: Arc<Counter
                 let _ = reply.send(write(&mut waiting, &mut gaps));
                 last_flush = Instant::now();
             }
+            Ok(Message::Forget { delivery_ids, reply }) => {
+                let _ = write(&mut waiting, &mut gaps);
+                last_flush = Instant::now();
+                let _ = reply.send(delete_deliveries(&conn, &delivery_ids).map_err(|e| e.to_string()));
+            }
             Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => {
                 let _ = write(&mut waiting, &mut gaps);
                 return;
@@ -265,6 +304,33 @@ fn write_chunk(conn: &Connection, chunk: &Chunk, gaps: &[Gap]) -> Result<(), Ana
     })();
     match result {
         Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+/// Deletes the rows of `delivery_ids` from every per-delivery table, in one transaction. Stats
+/// windows stay: they are aggregates and name no delivery.
+fn delete_deliveries(conn: &Connection, delivery_ids: &[String]) -> Result<u64, AnalyticsError> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| {
+        let mut deleted = 0;
+        for ids in delivery_ids.chunks(500) {
+            let placeholders = vec!["?"; ids.len()].join(", ");
+            for table in ["deliveries", "delivery_attempts", "dead_letters"] {
+                let sql = format!("DELETE FROM {table} WHERE delivery_id IN ({placeholders})");
+                deleted += conn.execute(&sql, duckdb::params_from_iter(ids.iter()))? as u64;
+            }
+        }
+        Ok(deleted)
+    })();
+    match result {
+        Ok(deleted) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(deleted)
+        }
         Err(error) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(error)

@@ -166,7 +166,8 @@ impl Runtime {
             })
         };
         let sequencer = tokio::spawn(sequencer.run(shutdown.clone(), dispatcher_done));
-        let retention = retention::spawn(store.clone(), content, config.retention.clone(), shutdown.clone());
+        let analytics = views.analytics().cloned();
+        let retention = retention::spawn(store.clone(), analytics, content, config.retention.clone(), shutdown.clone());
         Ok(Runtime {
             commands: command_tx,
             queue_timeout: config.ingest.queue_timeout,

@@ -10,8 +10,8 @@
 //! - no cache entry holds per-delivery data (subscriptions, channel status and stats are cached);
 //! - the live streams' replay buffer is a bounded ring of the latest updates, overwritten in
 //!   turn, not a store;
-//! - the analytics store (DuckDB) keeps its rows: ids, channels, outcomes and timings, never a
-//!   report's payload or a notification's content.
+//! - the analytics store (DuckDB) deletes the purged deliveries' rows (deliveries, attempts, dead
+//!   letters) after each purge; its stats windows are aggregates and stay.
 //!
 //! Each run also prunes the personalised-file cache ([`ContentStore::prune`]) of reports whose last
 //! file is `retention.content_cache_ttl` old, whatever their retention: those files are derived.
@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::wall_micros;
+use super::analytics_feed::AnalyticsFeed;
 use crate::config::RetentionConfig;
 use crate::content::ContentStore;
 use crate::store::retention::Purged;
@@ -36,6 +37,7 @@ use crate::store::{Store, StoreError};
 /// failed run is logged and tried again at the next interval: nothing depends on it being prompt.
 pub(super) fn spawn(
     store: Arc<dyn Store>,
+    analytics: Option<Arc<AnalyticsFeed>>,
     content: Arc<ContentStore>,
     retention: RetentionConfig,
     shutdown: CancellationToken,
@@ -53,6 +55,17 @@ pub(super) fn spawn(
             match run.await {
                 Ok(purged) if !purged.is_empty() => {
                     tracing::info!(reports = purged.reports, deliveries = purged.deliveries.len(), "retention: purged");
+                    if let Some(analytics) = &analytics {
+                        let (analytics, ids) = (analytics.clone(), purged.deliveries);
+                        let forgotten = tokio::task::spawn_blocking(move || {
+                            analytics.store().ingest().forget(ids, std::time::Duration::from_secs(30))
+                        });
+                        match forgotten.await {
+                            Ok(Ok(rows)) => tracing::debug!(rows, "retention: analytics rows of the purged deliveries deleted"),
+                            Ok(Err(error)) => tracing::warn!(%error, "retention: the purged deliveries' analytics rows stay"),
+                            Err(error) => tracing::warn!(%error, "retention: the analytics deletion task failed"),
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "retention: purge failed; trying again at the next interval"),

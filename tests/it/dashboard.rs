@@ -76,11 +76,15 @@ async fn the_stream_refuses_unknown_subscriptions_and_bad_parameters() {
 }
 
 /// `metadata.retention_days` end to end: a report kept for 0 days is purged by the background job
-/// once delivered (its delivery status answers 404, its notification leaves the inbox), while a
-/// report kept for 30 days stays.
+/// once delivered (its delivery status answers 404, its notification leaves the inbox, its rows
+/// leave the analytics store), while a report kept for 30 days stays.
 #[tokio::test]
 async fn reports_past_their_retention_are_purged_by_the_background_job() {
-    let server = TestServer::start_with(|c| c.retention.purge_interval = Duration::from_millis(100)).await;
+    let server = TestServer::start_with(|c| {
+        c.retention.purge_interval = Duration::from_millis(100);
+        c.analytics.sql_enabled = true;
+    })
+    .await;
     server.subscribe(dashboard_subscription("dash-r", "pm_r")).await;
     let mut brief = report("evt-brief", "rep-brief");
     brief["metadata"]["retention_days"] = json!(0);
@@ -100,4 +104,14 @@ async fn reports_past_their_retention_are_purged_by_the_background_job() {
     let reports: Vec<&str> = inbox.as_array().unwrap().iter().map(|n| n["report_id"].as_str().unwrap()).collect();
     assert_eq!(reports, vec!["rep-kept"], "{inbox}");
     assert_eq!(server.status_of(&kept_id).await["status"], "DELIVERED");
+
+    let sql = "SELECT report_id, count(*) AS n FROM (SELECT report_id FROM deliveries UNION ALL SELECT report_id FROM delivery_attempts) GROUP BY report_id ORDER BY report_id";
+    let in_analytics = eventually(Duration::from_secs(10), || async {
+        let (status, body) = server.post("/api/v1/reporting/analytics/query", &json!({"sql": sql})).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<String> = body["rows"].as_array()?.iter().filter_map(|r| r["report_id"].as_str().map(str::to_string)).collect();
+        (ids == ["rep-kept"]).then_some(body)
+    })
+    .await;
+    assert!(in_analytics.is_some(), "the purged report's rows leave the analytics store, the kept one's stay");
 }
