@@ -1,6 +1,7 @@
 //! Kafka settings. `brokers` unset means no Kafka: reports come in over the REST API only and
 //! nothing is produced (the embedded default).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,27 @@ pub struct KafkaConfig {
     pub create_topics: bool,
     /// Partitions of the topics this service creates.
     pub partitions: i32,
+    /// librdkafka properties set on every client, for a secured broker: `security.protocol`,
+    /// `sasl.mechanisms`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ... Properties the
+    /// service sets itself ([`RESERVED_PROPERTIES`]) are refused: its delivery guarantees depend on
+    /// them. Never serialized, since it may hold a password.
+    #[serde(skip_serializing)]
+    pub client_properties: BTreeMap<String, String>,
 }
+
+/// librdkafka properties the service sets itself: at-least-once (offsets committed by the service
+/// once durable), the idempotent producer, and the consumer groups.
+pub const RESERVED_PROPERTIES: [&str; 9] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.idempotence",
+    "acks",
+    "isolation.level",
+    "partition.assignment.strategy",
+];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -48,6 +69,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             create_topics: true,
             partitions: 4,
+            client_properties: BTreeMap::new(),
         }
     }
 }
@@ -83,6 +105,9 @@ impl KafkaConfig {
         }
         if self.commit_interval.is_zero() {
             return Err("kafka.commit_interval: must be positive".into());
+        }
+        if let Some(key) = self.client_properties.keys().find(|key| RESERVED_PROPERTIES.contains(&key.as_str())) {
+            return Err(format!("kafka.client_properties.{key}: set by the service itself (its delivery guarantees depend on it)"));
         }
         Ok(())
     }

@@ -54,12 +54,17 @@ pub struct KafkaBus {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Every client's settings: the brokers, then `kafka.client_properties` (credentials and TLS for a
+/// secured broker; the properties the service sets itself are refused when the config loads).
 fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", config.brokers.as_deref().unwrap_or_default())
         .set("client.id", "repdist")
         .set("socket.keepalive.enable", "true");
+    for (key, value) in &config.client_properties {
+        client.set(key, value);
+    }
     client
 }
 
@@ -177,4 +182,25 @@ async fn create_topics(config: &KafkaConfig) -> Result<(), KafkaBusError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_properties_reach_every_client_and_reserved_ones_are_refused() {
+        let mut config = KafkaConfig { brokers: Some("127.0.0.1:9092".into()), ..KafkaConfig::default() };
+        config.client_properties.insert("security.protocol".into(), "SASL_SSL".into());
+        config.client_properties.insert("sasl.mechanisms".into(), "SCRAM-SHA-512".into());
+        assert_eq!(config.validate(), Ok(()));
+        let client = client_config(&config);
+        assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(client.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+
+        config.client_properties.insert("enable.auto.commit".into(), "true".into());
+        let error = config.validate().unwrap_err();
+        assert!(error.starts_with("kafka.client_properties.enable.auto.commit:"), "{error}");
+    }
 }
