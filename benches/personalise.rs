@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo bench --bench personalise`. Under `cargo test` (no `--bench` argument) it runs once
 //! on 10,000 rows for 5 subscribers, so the suite stays fast; `REPDIST_TEST_PERSONALISE_ROWS` and
-//! `REPDIST_TEST_PERSONALISE_SUBSCRIBERS` override either size.
+//! `REPDIST_TEST_PERSONALISE_SUBSCRIBERS` override either size, and
+//! `REPDIST_TEST_PERSONALISE_STAGE_MIN_BYTES` the size from which the CSV is staged as Parquet first
+//! (a huge value: every subscriber's query parses the CSV itself, as before staging existed).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,7 +79,10 @@ fn personalise(c: &mut Criterion) {
     let source = dir.path().join("positions.csv");
     write_report(&source, rows);
     let specs: Vec<ContentSpec> = (0..subscribers).map(spec).collect();
-    let store = ContentStore::new(dir.path().join("cache"));
+    let mut store = ContentStore::new(dir.path().join("cache"));
+    if let Some(bytes) = std::env::var("REPDIST_TEST_PERSONALISE_STAGE_MIN_BYTES").ok().and_then(|v| v.parse().ok()) {
+        store = store.with_staging_threshold(bytes);
+    }
     let iteration = AtomicUsize::new(0);
     let before = peak_memory_mib();
 
