@@ -73,13 +73,16 @@ impl Gap {
     }
 }
 
+/// Where the writer answers a request: its value, or why it failed.
+pub(crate) type Reply<T> = std::sync::mpsc::Sender<Result<T, String>>;
+
 pub(crate) enum Message {
     Chunk { chunk: Chunk, gap: Option<Gap> },
     /// Write everything received so far, then answer.
-    Flush(std::sync::mpsc::Sender<Result<(), String>>),
+    Flush(Reply<()>),
     /// Write everything received so far, then delete every row of these deliveries; answer how
     /// many rows went.
-    Forget { delivery_ids: Vec<String>, reply: std::sync::mpsc::Sender<Result<u64, String>> },
+    Forget { delivery_ids: Vec<String>, reply: Reply<u64> },
     /// Write everything, then stop.
     Close,
 }
@@ -139,28 +142,7 @@ impl Ingest {
     /// Waits until everything offered before this call is written (blocking; not for the
     /// delivery path). Analyses call it so that they see every outcome already durable.
     pub fn flush(&self, timeout: Duration) -> Result<(), AnalyticsError> {
-        let (reply, answer) = std::sync::mpsc::channel();
-        let deadline = Instant::now() + timeout;
-        let mut message = Message::Flush(reply);
-        loop {
-            match self.tx.try_send(message) {
-                Ok(()) => break,
-                Err(TrySendError::Disconnected(_)) => return Err(AnalyticsError::Closed),
-                Err(TrySendError::Full(back)) => {
-                    if Instant::now() >= deadline {
-                        return Err(AnalyticsError::Timeout(timeout));
-                    }
-                    message = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
-        match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(AnalyticsError::Write(message)),
-            Err(RecvTimeoutError::Timeout) => Err(AnalyticsError::Timeout(timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err(AnalyticsError::Closed),
-        }
+        self.ask(Message::Flush, timeout)
     }
 
     /// Deletes every row of `delivery_ids` (deliveries, attempts, dead letters), after writing what
@@ -170,9 +152,16 @@ impl Ingest {
         if delivery_ids.is_empty() {
             return Ok(0);
         }
+        self.ask(|reply| Message::Forget { delivery_ids, reply }, timeout)
+    }
+
+    /// Sends the writer a request and waits for its answer, all within `timeout`: a full queue is
+    /// retried (the request is not droppable as rows are), an answer that does not come in time is
+    /// a timeout.
+    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Message, timeout: Duration) -> Result<T, AnalyticsError> {
         let (reply, answer) = std::sync::mpsc::channel();
         let deadline = Instant::now() + timeout;
-        let mut message = Message::Forget { delivery_ids, reply };
+        let mut message = request(reply);
         loop {
             match self.tx.try_send(message) {
                 Ok(()) => break,
@@ -187,7 +176,7 @@ impl Ingest {
             }
         }
         match answer.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(rows)) => Ok(rows),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(AnalyticsError::Write(message)),
             Err(RecvTimeoutError::Timeout) => Err(AnalyticsError::Timeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(AnalyticsError::Closed),
