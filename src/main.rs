@@ -21,7 +21,7 @@ enum Command {
     /// Run the service: REST + WebSocket API, dataflow, delivery.
     Serve(ServeArgs),
     /// Apply pending database migrations and exit (`serve` also applies them at start).
-    Migrate(MigrateArgs),
+    Migrate(StoreArgs),
     /// Run the whole service in-process against local receivers and report what happened.
     Demo(repdist::demo::DemoArgs),
     /// Load tools: `bench ws` measures the update streams' fan-out.
@@ -40,7 +40,7 @@ enum KeysCommand {
     /// Create a key and print it (only its hash is stored: it cannot be shown again).
     Create {
         #[command(flatten)]
-        target: KeyStoreArgs,
+        target: StoreArgs,
         #[arg(long, value_parser = ["admin", "publisher", "subscriber"])]
         role: String,
         /// The subscriber a `subscriber` key acts for (required for that role only).
@@ -50,27 +50,46 @@ enum KeysCommand {
     /// List keys (never the secrets), revoked ones included.
     List {
         #[command(flatten)]
-        target: KeyStoreArgs,
+        target: StoreArgs,
     },
     /// Revoke a key by its id (`key_...`): it authenticates nothing from now on.
     Revoke {
         #[command(flatten)]
-        target: KeyStoreArgs,
+        target: StoreArgs,
         key_id: String,
     },
 }
 
-/// Which store holds the keys: as `serve` finds it (config file, REPDIST_DATABASE_URL), or the
-/// SQLite database under --data-dir, or the PostgreSQL at --database-url.
+/// Which store a command acts on (`keys`, `migrate`): as `serve` finds it (config file,
+/// REPDIST_DATABASE_URL), or the SQLite database under --data-dir, or the PostgreSQL at
+/// --database-url.
 #[derive(clap::Args)]
-struct KeyStoreArgs {
+struct StoreArgs {
     /// A TOML configuration file (default: ./repdist.toml if present).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// PostgreSQL (default: storage.database_url / REPDIST_DATABASE_URL).
     #[arg(long, conflicts_with = "data_dir")]
     database_url: Option<String>,
+    /// The embedded SQLite database in this directory instead.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The configuration with these choices applied, validated.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config.storage.database_url = Some(url.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+            config.storage.database_url = None;
+        }
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 #[derive(clap::Args)]
@@ -101,19 +120,6 @@ enum ExportFormat {
 enum ExportWhat {
     Deliveries,
     Stats,
-}
-
-#[derive(clap::Args)]
-struct MigrateArgs {
-    /// A TOML configuration file (default: ./repdist.toml if present).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// PostgreSQL to migrate (default: storage.database_url / REPDIST_DATABASE_URL).
-    #[arg(long, conflicts_with = "data_dir")]
-    database_url: Option<String>,
-    /// Migrate the embedded SQLite database in this directory instead.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -212,16 +218,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref())?;
-    if let Some(url) = args.database_url {
-        config.storage.database_url = Some(url);
-    }
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
-        config.storage.database_url = None;
-    }
-    config.validate()?;
+async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
     let target = match &config.storage.database_url {
         Some(url) => repdist::store::redacted_url(url),
         None => config.data_dir.join("repdist.db").display().to_string(),
@@ -236,15 +234,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     let target = match &command {
         KeysCommand::Create { target, .. } | KeysCommand::List { target } | KeysCommand::Revoke { target, .. } => target,
     };
-    let mut config = Config::load(target.config.as_deref())?;
-    if let Some(url) = &target.database_url {
-        config.storage.database_url = Some(url.clone());
-    }
-    if let Some(dir) = &target.data_dir {
-        config.data_dir = dir.clone();
-        config.storage.database_url = None;
-    }
-    config.validate()?;
+    let config = target.config()?;
     let store = repdist::store::open(&config).await.context("opening the store")?;
     match command {
         KeysCommand::Create { role, subscriber, .. } => {

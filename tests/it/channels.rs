@@ -15,7 +15,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, report, TestServer};
+use crate::helpers::{eventually, report, server_with_relay};
 use crate::smtp::SmtpPeer;
 use crate::sshd::{KeyPair, Sshd};
 
@@ -24,20 +24,6 @@ const PDF: &[u8] =
     b"%PDF-1.4\r\n%\xe2\xe3\xcf\xd3\r\n1 0 obj << /Type /Catalog >> endobj\n\x00\x01\x02\xff trailer\n%%EOF\n";
 
 /// A server whose EMAIL channel uses `smtp`, and whose attempts have time for an SSH handshake.
-async fn server_with_relay(smtp: Option<&SmtpPeer>) -> TestServer {
-    let relay = smtp.map(|peer| peer.addr);
-    TestServer::start_with(move |config| {
-        config.delivery.attempt_timeout = Duration::from_secs(10);
-        config.email = relay.map(|addr| sinks::email::EmailConfig {
-            host: addr.ip().to_string(),
-            port: Some(addr.port()),
-            from: "Reports <reports@repdist.test>".to_string(),
-            ..Default::default()
-        });
-    })
-    .await
-}
-
 fn subscription(id: &str, channel: &str, settings: Value) -> Value {
     json!({
         "subscription_id": id,
@@ -73,7 +59,7 @@ async fn messages(peer: &SmtpPeer, count: usize) -> Vec<crate::smtp::Arrived> {
 #[tokio::test]
 async fn email_arrives_with_the_report_attached() {
     let smtp = SmtpPeer::start();
-    let server = server_with_relay(Some(&smtp)).await;
+    let server = server_with_relay(Some(smtp.addr)).await;
     let files = tempfile::tempdir().unwrap();
     let pdf = write_pdf(files.path(), "performance_q2.pdf");
     let settings = json!({"email": {"to": ["Ann <ann@client.test>", "bob@client.test"]}});
@@ -102,7 +88,7 @@ async fn email_arrives_with_the_report_attached() {
 #[tokio::test]
 async fn email_templates_are_managed_over_rest_and_used_for_the_next_message() {
     let smtp = SmtpPeer::start();
-    let server = server_with_relay(Some(&smtp)).await;
+    let server = server_with_relay(Some(smtp.addr)).await;
     let path = "/api/v1/reporting/templates/PERFORMANCE_REPORT/en";
     let template = json!({
         "subject": "Perf {{ report.report_id }} for {{ report.portfolio_id }}",
@@ -373,7 +359,7 @@ async fn reads_never_show_channel_secrets() {
 async fn an_email_delivery_channel_becomes_the_relay_and_disabling_it_falls_back_to_the_config() {
     let file_relay = SmtpPeer::start();
     let channel_relay = SmtpPeer::start();
-    let server = server_with_relay(Some(&file_relay)).await;
+    let server = server_with_relay(Some(file_relay.addr)).await;
     let settings = json!({"email": {"to": ["ann@client.test"]}});
     server.subscribe(subscription("mail-relay", "EMAIL", settings.clone())).await;
     let files = tempfile::tempdir().unwrap();
@@ -420,7 +406,7 @@ async fn an_email_delivery_channel_becomes_the_relay_and_disabling_it_falls_back
 #[tokio::test]
 async fn a_relay_that_defers_is_retried_and_one_that_rejects_dead_letters_at_once() {
     let smtp = SmtpPeer::start();
-    let server = server_with_relay(Some(&smtp)).await;
+    let server = server_with_relay(Some(smtp.addr)).await;
     let mailbox = |local: &str| json!({"email": {"to": [format!("{local}@client.test")]}});
     server.subscribe(subscription("mail-defer", "EMAIL", mailbox(repdist::demo::smtp_peer::DEFER_MAILBOX))).await;
     server.subscribe(subscription("mail-reject", "EMAIL", mailbox(repdist::demo::smtp_peer::REJECT_MAILBOX))).await;

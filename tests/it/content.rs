@@ -16,7 +16,7 @@ use polars::prelude::*;
 use repdist::content::{ContentError, ContentStore, Pruned};
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, report, TestServer};
+use crate::helpers::{eventually, report, server_with_relay, TestServer};
 use crate::receiver::Receiver;
 use crate::smtp::SmtpPeer;
 use crate::sshd::{KeyPair, Sshd};
@@ -254,20 +254,6 @@ fn content_facts_aggregate_every_numeric_column() {
 
 // ---- end to end -------------------------------------------------------------------------------
 
-async fn server_with_relay(smtp: Option<&SmtpPeer>) -> TestServer {
-    let relay = smtp.map(|peer| peer.addr);
-    TestServer::start_with(move |config| {
-        config.delivery.attempt_timeout = Duration::from_secs(10);
-        config.email = relay.map(|addr| sinks::email::EmailConfig {
-            host: addr.ip().to_string(),
-            port: Some(addr.port()),
-            from: "Reports <reports@repdist.test>".to_string(),
-            ..Default::default()
-        });
-    })
-    .await
-}
-
 fn subscription(id: &str, channel: &str, settings: Value, formats: &[&str], filters: Value) -> Value {
     json!({
         "subscription_id": id,
@@ -296,7 +282,7 @@ async fn finished(server: &TestServer, id: &str) -> Value {
 #[tokio::test]
 async fn email_attaches_the_subscribers_rows_as_csv() {
     let smtp = SmtpPeer::start();
-    let server = server_with_relay(Some(&smtp)).await;
+    let server = server_with_relay(Some(smtp.addr)).await;
     let files = tempfile::tempdir().unwrap();
     let source = write(files.path(), "positions.csv", POSITIONS);
     let filters = json!({"portfolio_ids": ["portfolio_001"], "rows": [{"column": "region", "eq": "APAC"}],

@@ -192,3 +192,18 @@ pub fn report(event_id: &str, report_id: &str) -> Value {
         }
     })
 }
+
+/// A server whose EMAIL relay is the plain SMTP server at `relay` (none: EMAIL off), with time for
+/// an attempt to reach it.
+pub async fn server_with_relay(relay: Option<std::net::SocketAddr>) -> TestServer {
+    TestServer::start_with(move |config| {
+        config.delivery.attempt_timeout = Duration::from_secs(10);
+        config.email = relay.map(|addr| sinks::email::EmailConfig {
+            host: addr.ip().to_string(),
+            port: Some(addr.port()),
+            from: "Reports <reports@repdist.test>".to_string(),
+            ..Default::default()
+        });
+    })
+    .await
+}
