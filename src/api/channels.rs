@@ -79,7 +79,7 @@ pub async fn create(
     check_channel_id(&request.channel_id)?;
     check_no_nul("channel_config", &Value::Object(request.channel_config.clone()))?;
     if request.channel_type == DeliveryChannel::Email {
-        app.runtime.email_relay().config_of(&request.channel_config).map_err(|e| ApiError::invalid(e.field, e.reason))?;
+        app.runtime.email_relay().check(&request.channel_config).map_err(|e| ApiError::invalid(e.field, e.reason))?;
     }
     let channel = NewChannel {
         channel_id: request.channel_id,

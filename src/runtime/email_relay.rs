@@ -63,6 +63,8 @@ impl std::fmt::Display for RelaySource {
 pub struct EmailRelay {
     /// The `[email]` section: the relay when no row names one, and the other settings of a row's.
     base: Option<EmailConfig>,
+    /// The `[email]` section's relay, built once: falling back to it keeps its connection pool.
+    base_sink: Option<Arc<EmailSink>>,
     templates: Arc<TemplateStore>,
     current: RwLock<Option<(RelaySource, Arc<EmailSink>)>>,
 }
@@ -70,16 +72,22 @@ pub struct EmailRelay {
 impl EmailRelay {
     /// Starts with the `[email]` section's relay, if any (see [`EmailRelay::reload`] for the rows).
     pub fn new(base: Option<EmailConfig>, templates: Arc<TemplateStore>) -> Result<EmailRelay, sinks::EmailSetupError> {
-        let current = match &base {
-            Some(config) => Some((RelaySource::ConfigFile, Arc::new(EmailSink::with_templates(config.clone(), templates.clone())?))),
+        let base_sink = match &base {
+            Some(config) => Some(Arc::new(EmailSink::with_templates(config.clone(), templates.clone())?)),
             None => None,
         };
-        Ok(EmailRelay { base, templates, current: RwLock::new(current) })
+        let current = base_sink.clone().map(|sink| (RelaySource::ConfigFile, sink));
+        Ok(EmailRelay { base, base_sink, templates, current: RwLock::new(current) })
     }
 
-    /// The relay configuration an `EMAIL` row's `channel_config` stands for, checked as far as it
-    /// can be without dialling: the field named in the error is under `channel_config`.
-    pub fn config_of(&self, channel_config: &Map<String, Value>) -> Result<EmailConfig, RelayConfigError> {
+    /// Checks an `EMAIL` row's `channel_config` as a relay, as far as it can be without dialling:
+    /// the field named in the error is under `channel_config`.
+    pub fn check(&self, channel_config: &Map<String, Value>) -> Result<(), RelayConfigError> {
+        self.sink_of(channel_config).map(|_| ())
+    }
+
+    /// The relay an `EMAIL` row's `channel_config` stands for.
+    fn sink_of(&self, channel_config: &Map<String, Value>) -> Result<EmailSink, RelayConfigError> {
         let relay: RelayChannelConfig = serde_json::from_value(Value::Object(channel_config.clone())).map_err(|e| {
             let message = e.to_string();
             // serde names the offending key in its message: `unknown field `hots``, `missing field `host``.
@@ -103,13 +111,12 @@ impl EmailRelay {
             ..base
         };
         // Building the sink checks the rest (the From address, TLS parameters) without connecting.
-        EmailSink::with_templates(config.clone(), self.templates.clone()).map_err(|e| match e {
+        EmailSink::with_templates(config, self.templates.clone()).map_err(|e| match e {
             sinks::EmailSetupError::InvalidConfig { key, reason } => {
                 RelayConfigError::new(format!("channel_config.{}", key.strip_prefix("auth.").unwrap_or(key)), reason)
             }
             other => RelayConfigError::new("channel_config", other.to_string()),
-        })?;
-        Ok(config)
+        })
     }
 
     /// Picks the relay again from `store`'s `delivery_channels` (an enabled EMAIL row, the first by
@@ -124,23 +131,27 @@ impl EmailRelay {
         let mut rows: Vec<&StoredChannel> =
             channels.iter().filter(|c| c.enabled && c.channel_type == dataflows::delivery::DeliveryChannel::Email).collect();
         rows.sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
-        let from_row = rows.into_iter().find_map(|row| match self.config_of(&row.channel_config) {
-            Ok(config) => Some((RelaySource::Channel(row.channel_id.clone()), config)),
-            Err(error) => {
-                tracing::warn!(channel_id = %row.channel_id, %error, "an EMAIL delivery channel cannot serve as the relay; skipped");
-                None
-            }
-        });
-        let chosen = from_row.or_else(|| self.base.clone().map(|config| (RelaySource::ConfigFile, config)));
-        let next = chosen.and_then(|(source, config)| match EmailSink::with_templates(config, self.templates.clone()) {
-            Ok(sink) => Some((source, Arc::new(sink))),
-            Err(error) => {
-                tracing::warn!(%source, %error, "the SMTP relay cannot be set up");
-                None
-            }
-        });
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        let before = current.as_ref().map(|(source, _)| source.clone());
+        let in_use = current.clone();
+        let from_row = rows.into_iter().find_map(|row| {
+            let source = RelaySource::Channel(row.channel_id.clone());
+            // A row's config never changes (rows are created, enabled and disabled, not edited), so
+            // the relay in use is kept, with its connections.
+            if let Some((in_use_source, sink)) = &in_use {
+                if *in_use_source == source {
+                    return Some((source, sink.clone()));
+                }
+            }
+            match self.sink_of(&row.channel_config) {
+                Ok(sink) => Some((source, Arc::new(sink))),
+                Err(error) => {
+                    tracing::warn!(channel_id = %row.channel_id, %error, "an EMAIL delivery channel cannot serve as the relay; skipped");
+                    None
+                }
+            }
+        });
+        let next = from_row.or_else(|| self.base_sink.clone().map(|sink| (RelaySource::ConfigFile, sink)));
+        let before = in_use.map(|(source, _)| source);
         let after = next.as_ref().map(|(source, _)| source.clone());
         if before != after {
             tracing::info!(from = ?before, to = ?after, "EMAIL relay changed");

@@ -56,15 +56,7 @@ pub(super) fn spawn(
                 Ok(purged) if !purged.is_empty() => {
                     tracing::info!(reports = purged.reports, deliveries = purged.deliveries.len(), "retention: purged");
                     if let Some(analytics) = &analytics {
-                        let (analytics, ids) = (analytics.clone(), purged.deliveries);
-                        let forgotten = tokio::task::spawn_blocking(move || {
-                            analytics.store().ingest().forget(ids, std::time::Duration::from_secs(30))
-                        });
-                        match forgotten.await {
-                            Ok(Ok(rows)) => tracing::debug!(rows, "retention: analytics rows of the purged deliveries deleted"),
-                            Ok(Err(error)) => tracing::warn!(%error, "retention: the purged deliveries' analytics rows stay"),
-                            Err(error) => tracing::warn!(%error, "retention: the analytics deletion task failed"),
-                        }
+                        forget_in_analytics(analytics.clone(), purged.deliveries).await;
                     }
                 }
                 Ok(_) => {}
@@ -82,6 +74,18 @@ pub(super) fn spawn(
             }
         }
     }))
+}
+
+/// Deletes the purged deliveries' rows from the analytics store; a failure leaves them there, logged.
+async fn forget_in_analytics(analytics: Arc<AnalyticsFeed>, delivery_ids: Vec<String>) {
+    let forgotten = tokio::task::spawn_blocking(move || {
+        analytics.store().ingest().forget(delivery_ids, std::time::Duration::from_secs(30))
+    });
+    match forgotten.await {
+        Ok(Ok(rows)) => tracing::debug!(rows, "retention: analytics rows of the purged deliveries deleted"),
+        Ok(Err(error)) => tracing::warn!(%error, "retention: the purged deliveries' analytics rows stay"),
+        Err(error) => tracing::warn!(%error, "retention: the analytics deletion task failed"),
+    }
 }
 
 /// Purges in batches until a batch purges nothing (or shutdown), and counts what went.
